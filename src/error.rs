@@ -1,0 +1,198 @@
+//! The one error type of the crate.
+
+use core::fmt;
+
+/// Which caller buffer a [`Error::LengthMismatch`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buffer {
+    /// The gradient slice passed next to the parameters.
+    Grads,
+    /// The first moment `m` (`exp_avg`) held by the state.
+    ExpAvg,
+    /// The second moment `v` (`exp_avg_sq`) held by the state.
+    ExpAvgSq,
+}
+
+impl Buffer {
+    /// The buffer's name as the reference implementation spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Buffer::Grads => "grads",
+            Buffer::ExpAvg => "exp_avg",
+            Buffer::ExpAvgSq => "exp_avg_sq",
+        }
+    }
+}
+
+impl fmt::Display for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which hyperparameter an [`Error::InvalidHyper`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HyperParam {
+    /// [`Hyper::lr`](crate::Hyper::lr).
+    Lr,
+    /// [`Hyper::eps`](crate::Hyper::eps).
+    Eps,
+    /// [`Hyper::weight_decay`](crate::Hyper::weight_decay).
+    WeightDecay,
+    /// `betas.0` of [`Hyper::betas`](crate::Hyper::betas).
+    Beta1,
+    /// `betas.1` of [`Hyper::betas`](crate::Hyper::betas).
+    Beta2,
+    /// The `scale` of [`Clip::Power`](crate::Clip::Power).
+    ClipScale,
+    /// The `exponent` of [`Clip::Power`](crate::Clip::Power).
+    ClipExponent,
+}
+
+impl HyperParam {
+    /// The parameter's name, as written in [`Hyper`](crate::Hyper).
+    pub const fn name(self) -> &'static str {
+        match self {
+            HyperParam::Lr => "lr",
+            HyperParam::Eps => "eps",
+            HyperParam::WeightDecay => "weight_decay",
+            HyperParam::Beta1 => "betas.0",
+            HyperParam::Beta2 => "betas.1",
+            HyperParam::ClipScale => "clip scale",
+            HyperParam::ClipExponent => "clip exponent",
+        }
+    }
+
+    /// The range of values the parameter accepts, in words.
+    pub const fn valid_range(self) -> &'static str {
+        match self {
+            HyperParam::Lr | HyperParam::Eps | HyperParam::WeightDecay | HyperParam::ClipScale => {
+                "a finite number >= 0"
+            }
+            HyperParam::Beta1 | HyperParam::Beta2 => "a number in [0, 1)",
+            HyperParam::ClipExponent => "a finite number",
+        }
+    }
+}
+
+impl fmt::Display for HyperParam {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything that can go wrong in a step.
+///
+/// Every check runs before the first write: when a function of this crate
+/// returns an `Error`, the parameters, the optimizer state and its step count
+/// are exactly as they were before the call.
+///
+/// ```
+/// use adopt::{adopt_step, Buffer, Error, Hyper, State};
+///
+/// let mut params = vec![1.0_f32; 4];
+/// let grads = vec![0.5_f32; 3]; // one short
+/// let mut state = State::new(4);
+/// let err = adopt_step(&mut params, &grads, &mut state, &Hyper::default()).unwrap_err();
+/// assert_eq!(err, Error::LengthMismatch { buffer: Buffer::Grads, expected: 4, got: 3 });
+/// assert_eq!(params, vec![1.0; 4]);
+/// assert_eq!(state.step(), 0);
+/// println!("{err}"); // "grads has 3 lanes, expected 4 (the length of params)"
+/// ```
+///
+/// Errors compare equal when their fields are bit-identical, so an error
+/// holding a NaN value equals itself.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer's length differs from the number of parameter lanes.
+    LengthMismatch {
+        /// The buffer whose length is wrong.
+        buffer: Buffer,
+        /// The number of lanes of the parameters.
+        expected: usize,
+        /// The buffer's length.
+        got: usize,
+    },
+    /// A hyperparameter is NaN, infinite or outside its range
+    /// (see [`HyperParam::valid_range`]).
+    InvalidHyper {
+        /// Which hyperparameter.
+        param: HyperParam,
+        /// The value given.
+        value: f64,
+    },
+    /// The clip threshold evaluated for this step is negative or NaN.
+    ///
+    /// The reference would clamp to an inverted interval and silently flip
+    /// the sign of the update; this crate refuses instead.
+    InvalidClip {
+        /// The step count the threshold was evaluated at (steps already taken).
+        step: u64,
+        /// The threshold the clip schedule returned.
+        threshold: f64,
+    },
+    /// The state's step count is `u64::MAX` and cannot advance.
+    StepOverflow,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Error::LengthMismatch {
+                buffer,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{buffer} has {got} lanes, expected {expected} (the length of params)"
+            ),
+            Error::InvalidHyper { param, value } => write!(
+                f,
+                "invalid hyperparameter {param} = {value}: must be {}",
+                param.valid_range()
+            ),
+            Error::InvalidClip { step, threshold } => write!(
+                f,
+                "clip threshold at step {step} is {threshold}: must be >= 0 and not NaN"
+            ),
+            Error::StepOverflow => f.write_str("step count is u64::MAX and cannot advance"),
+        }
+    }
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        use Error::*;
+        match (*self, *other) {
+            (
+                LengthMismatch {
+                    buffer,
+                    expected,
+                    got,
+                },
+                LengthMismatch {
+                    buffer: b,
+                    expected: e,
+                    got: g,
+                },
+            ) => (buffer, expected, got) == (b, e, g),
+            (InvalidHyper { param, value }, InvalidHyper { param: p, value: v }) => {
+                param == p && value.to_bits() == v.to_bits()
+            }
+            (
+                InvalidClip { step, threshold },
+                InvalidClip {
+                    step: s,
+                    threshold: t,
+                },
+            ) => step == s && threshold.to_bits() == t.to_bits(),
+            (StepOverflow, StepOverflow) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Error {}
+
+impl core::error::Error for Error {}

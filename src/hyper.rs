@@ -1,0 +1,244 @@
+//! Hyperparameters ([`Hyper`], [`Clip`]) and the per-step f32 constants
+//! derived from them ([`StepConstants`]).
+
+use crate::error::{Error, HyperParam};
+
+/// The clip schedule of ADOPT: the normalised gradient `ĝ` is clamped to
+/// `[-c(t), c(t)]`, with `t` the number of steps already taken (the second
+/// step uses `c(1)`, the third `c(2)`, …; the first step moves nothing and
+/// does not evaluate the schedule).
+///
+/// Thresholds are computed in f64 and rounded once to f32. A threshold that
+/// is negative or NaN at a step is refused with [`Error::InvalidClip`];
+/// `+inf` means "no clipping".
+///
+/// ```
+/// use adopt::Clip;
+/// assert_eq!(Clip::default().threshold(16), 2.0); // 1.0 * 16^0.25
+/// assert_eq!(Clip::Constant(0.5).threshold(3), 0.5);
+/// assert_eq!(Clip::None.threshold(3), f64::INFINITY);
+/// fn warmup(t: u64) -> f64 { if t < 10 { 0.1 } else { 1.0 } }
+/// assert_eq!(Clip::Custom(warmup).threshold(3), 0.1);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub enum Clip {
+    /// No clipping (the reference's `clip_lambda=None`).
+    None,
+    /// A constant threshold.
+    Constant(f64),
+    /// `scale * t^exponent`, the reference's default is
+    /// `Power { scale: 1.0, exponent: 0.25 }`.
+    Power {
+        /// Multiplies `t^exponent`; a finite number >= 0.
+        scale: f64,
+        /// The power of `t`; a finite number.
+        exponent: f64,
+    },
+    /// Any schedule, called with the number of steps already taken.
+    Custom(fn(u64) -> f64),
+}
+
+impl Default for Clip {
+    /// The reference's default, `t^0.25`.
+    fn default() -> Self {
+        Clip::Power {
+            scale: 1.0,
+            exponent: 0.25,
+        }
+    }
+}
+
+impl Clip {
+    /// The threshold at `step` (steps already taken), in f64, unvalidated.
+    ///
+    /// `pow` comes from the pure-Rust `libm`, so the value is the same in
+    /// every build, with or without `std`.
+    pub fn threshold(&self, step: u64) -> f64 {
+        match *self {
+            Clip::None => f64::INFINITY,
+            Clip::Constant(c) => c,
+            Clip::Power { scale, exponent } => scale * libm::pow(step as f64, exponent),
+            Clip::Custom(f) => f(step),
+        }
+    }
+}
+
+/// The hyperparameters of one ADOPT step, held as f64 like the reference's
+/// Python floats.
+///
+/// Build one with struct update syntax:
+///
+/// ```
+/// use adopt::{Clip, Hyper};
+/// let hyper = Hyper { lr: 1e-2, weight_decay: 0.01, decouple: true, ..Hyper::default() };
+/// assert_eq!(hyper.betas, (0.9, 0.9999));
+/// assert!(matches!(hyper.clip, Clip::Power { .. }));
+/// ```
+///
+/// Each step derives its f32 constants from these values in f64 and rounds
+/// each once ([`Hyper::constants`]); with f32 hyperparameters `1 - 0.9999`
+/// would be off by 1.7e-5 relative and trajectories would drift from the
+/// reference.
+#[derive(Clone, Copy, Debug)]
+pub struct Hyper {
+    /// Learning rate; a finite number >= 0. Default `1e-3`.
+    pub lr: f64,
+    /// `(β1, β2)`, each in `[0, 1)`. Default `(0.9, 0.9999)`.
+    pub betas: (f64, f64),
+    /// Floor of the denominator `max(sqrt(v), eps)`; a finite number >= 0.
+    /// Default `1e-6`.
+    pub eps: f64,
+    /// Weight decay; a finite number >= 0. Default `0.0` (off).
+    pub weight_decay: f64,
+    /// `false` (default): L2 decay, `g += weight_decay·p` before the moments.
+    /// `true`: decoupled (AdamW-style) decay, `p -= lr·weight_decay·p`.
+    pub decouple: bool,
+    /// Ascend instead of descend (the gradient is negated). Default `false`.
+    pub maximize: bool,
+    /// The clip schedule. Default `Clip::Power { scale: 1.0, exponent: 0.25 }`.
+    pub clip: Clip,
+}
+
+impl Default for Hyper {
+    /// The reference implementation's defaults.
+    fn default() -> Self {
+        Hyper {
+            lr: 1e-3,
+            betas: (0.9, 0.9999),
+            eps: 1e-6,
+            weight_decay: 0.0,
+            decouple: false,
+            maximize: false,
+            clip: Clip::default(),
+        }
+    }
+}
+
+/// How weight decay enters a step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Decay {
+    /// `weight_decay == 0`: no decay term at all.
+    None,
+    /// L2: `g = fma(wd, p, g)` with the given `wd` as f32.
+    L2(f32),
+    /// Decoupled: `p = fma(neg_lr_wd, p, p)` on steps after the first, with
+    /// the given `-(lr·wd)` as f32.
+    Decoupled(f32),
+}
+
+/// The f32 constants of one step, each derived in f64 and rounded once.
+///
+/// This is exactly what the kernels and [`reference`](crate::reference)
+/// compute with; it is public so that integrations can log it or drive
+/// their own kernels with the same numbers.
+///
+/// ```
+/// use adopt::Hyper;
+/// let k = Hyper::default().constants(1).unwrap();
+/// assert_eq!(k.one_minus_beta2, (1.0_f64 - 0.9999) as f32);
+/// assert_eq!(k.neg_lr, -1e-3_f32);
+/// assert_eq!(k.clip, 1.0);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StepConstants {
+    /// Steps already taken; 0 means this step only initialises `v = g·g`.
+    pub step: u64,
+    /// Whether the gradient is negated.
+    pub maximize: bool,
+    /// The weight-decay term.
+    pub decay: Decay,
+    /// `eps` as f32.
+    pub eps: f32,
+    /// The clip threshold `c(step)` as f32 (`+inf` for no clipping; unused
+    /// on the first step).
+    pub clip: f32,
+    /// `1 - β1` as f32: the weight of the lerp `m += (1-β1)(ĝ - m)`.
+    pub one_minus_beta1: f32,
+    /// `-lr` as f32.
+    pub neg_lr: f32,
+    /// `β2` as f32.
+    pub beta2: f32,
+    /// `1 - β2` as f32.
+    pub one_minus_beta2: f32,
+}
+
+fn check(param: HyperParam, value: f64, ok: bool) -> Result<(), Error> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidHyper { param, value })
+    }
+}
+
+fn check_non_negative(param: HyperParam, value: f64) -> Result<(), Error> {
+    check(param, value, value.is_finite() && value >= 0.0)
+}
+
+fn check_beta(param: HyperParam, value: f64) -> Result<(), Error> {
+    check(param, value, (0.0..1.0).contains(&value))
+}
+
+impl Hyper {
+    /// Checks every hyperparameter that does not depend on the step.
+    ///
+    /// ```
+    /// use adopt::{Error, Hyper, HyperParam};
+    /// let bad = Hyper { betas: (0.9, 1.0), ..Hyper::default() };
+    /// assert_eq!(
+    ///     bad.validate(),
+    ///     Err(Error::InvalidHyper { param: HyperParam::Beta2, value: 1.0 })
+    /// );
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        check_non_negative(HyperParam::Lr, self.lr)?;
+        check_beta(HyperParam::Beta1, self.betas.0)?;
+        check_beta(HyperParam::Beta2, self.betas.1)?;
+        check_non_negative(HyperParam::Eps, self.eps)?;
+        check_non_negative(HyperParam::WeightDecay, self.weight_decay)?;
+        match self.clip {
+            Clip::Constant(c) => check(HyperParam::ClipScale, c, c >= 0.0),
+            Clip::Power { scale, exponent } => {
+                check_non_negative(HyperParam::ClipScale, scale)?;
+                check(HyperParam::ClipExponent, exponent, exponent.is_finite())
+            }
+            Clip::None | Clip::Custom(_) => Ok(()),
+        }
+    }
+
+    /// Validates the hyperparameters and derives the f32 constants of the
+    /// step taken after `step` steps.
+    ///
+    /// The clip schedule is evaluated (and validated) only when `step >= 1`,
+    /// as the reference does: the first step never clips.
+    pub fn constants(&self, step: u64) -> Result<StepConstants, Error> {
+        self.validate()?;
+        let clip = if step == 0 {
+            f32::INFINITY
+        } else {
+            let threshold = self.clip.threshold(step);
+            if threshold.is_nan() || threshold < 0.0 {
+                return Err(Error::InvalidClip { step, threshold });
+            }
+            threshold as f32
+        };
+        let decay = if self.weight_decay == 0.0 {
+            Decay::None
+        } else if self.decouple {
+            Decay::Decoupled(-((self.lr * self.weight_decay) as f32))
+        } else {
+            Decay::L2(self.weight_decay as f32)
+        };
+        Ok(StepConstants {
+            step,
+            maximize: self.maximize,
+            decay,
+            eps: self.eps as f32,
+            clip,
+            one_minus_beta1: (1.0 - self.betas.0) as f32,
+            neg_lr: (-self.lr) as f32,
+            beta2: self.betas.1 as f32,
+            one_minus_beta2: (1.0 - self.betas.1) as f32,
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! The SIMD kernels: one generic step body over a small vector trait,
+//! instantiated per instruction set.
+//!
+//! Every instantiation performs exactly the operations of
+//! [`reference::update_lane`](crate::reference::update_lane), in the same
+//! order, with the same roundings, so each is bit-identical to it.
+
+pub(crate) mod portable;
+
+use crate::hyper::{Decay, StepConstants};
+
+/// The widest vector any kernel uses, in f32 lanes (AVX-512).
+const MAX_LANES: usize = 16;
+
+/// The operations the step needs from a vector of f32 lanes.
+///
+/// Each method must round exactly as the scalar operation of the same name in
+/// [`reference`](crate::reference) does, lane by lane.
+pub(crate) trait F32Vector: Copy {
+    /// Lanes per vector; at most [`MAX_LANES`].
+    const LANES: usize;
+    /// Loads `src[..LANES]`; panics if `src` is shorter.
+    fn load(src: &[f32]) -> Self;
+    /// Stores into `dst[..LANES]`; panics if `dst` is shorter.
+    fn store(self, dst: &mut [f32]);
+    fn splat(x: f32) -> Self;
+    fn sub(self, rhs: Self) -> Self;
+    fn mul(self, rhs: Self) -> Self;
+    fn div(self, rhs: Self) -> Self;
+    /// Correctly rounded square root.
+    fn sqrt(self) -> Self;
+    /// `self·b + c` with one rounding.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Flips the sign bit (exact negation, also of zeros and NaN).
+    fn neg(self) -> Self;
+    /// `self < rhs ? rhs : self`, lane by lane (keeps NaN in `self`).
+    fn max_keep_nan(self, floor: Self) -> Self;
+    /// `self > hi ? hi : self`, lane by lane (keeps NaN in `self`).
+    fn min_keep_nan(self, hi: Self) -> Self;
+}
+
+/// The step constants splatted into vectors once per call.
+struct Splat<V> {
+    eps: V,
+    neg_clip: V,
+    clip: V,
+    one_minus_beta1: V,
+    neg_lr: V,
+    beta2: V,
+    one_minus_beta2: V,
+    decay: V,
+}
+
+impl<V: F32Vector> Splat<V> {
+    #[inline(always)]
+    fn new(k: &StepConstants) -> Self {
+        let decay = match k.decay {
+            Decay::None => 0.0,
+            Decay::L2(wd) => wd,
+            Decay::Decoupled(neg_lr_wd) => neg_lr_wd,
+        };
+        Splat {
+            eps: V::splat(k.eps),
+            neg_clip: V::splat(-k.clip),
+            clip: V::splat(k.clip),
+            one_minus_beta1: V::splat(k.one_minus_beta1),
+            neg_lr: V::splat(k.neg_lr),
+            beta2: V::splat(k.beta2),
+            one_minus_beta2: V::splat(k.one_minus_beta2),
+            decay: V::splat(decay),
+        }
+    }
+}
+
+/// The gradient as the step sees it: negated if maximising, plus the L2 term.
+#[inline(always)]
+fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Splat<V>) -> V {
+    let g = if k.maximize { grad.neg() } else { grad };
+    match k.decay {
+        Decay::L2(_) => s.decay.mul_add(p, g),
+        _ => g,
+    }
+}
+
+/// One vector of lanes of a step after the first.
+#[inline(always)]
+fn update<V: F32Vector>(
+    p: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+    s: &Splat<V>,
+) {
+    let mut pv = V::load(p);
+    let g = effective_grad(pv, V::load(grad), k, s);
+    if let Decay::Decoupled(_) = k.decay {
+        pv = s.decay.mul_add(pv, pv);
+    }
+    let (mv, vv) = (V::load(m), V::load(v));
+    let denom = vv.sqrt().max_keep_nan(s.eps);
+    let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
+    let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
+    pv = s.neg_lr.mul_add(mv, pv);
+    let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
+    pv.store(p);
+    mv.store(m);
+    vv.store(v);
+}
+
+/// One vector of lanes of the first step: `v = g·g`, nothing else moves.
+#[inline(always)]
+fn initialise<V: F32Vector>(
+    p: &mut [f32],
+    grad: &[f32],
+    _m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+    s: &Splat<V>,
+) {
+    let g = effective_grad(V::load(p), V::load(grad), k, s);
+    g.mul(g).store(v);
+}
+
+type VectorFn<V> = fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &StepConstants, &Splat<V>);
+
+/// Runs `f` over whole vectors, then once over the zero-padded tail, so the
+/// tail goes through exactly the arithmetic of the body.
+#[inline(always)]
+fn for_each_vector<V: F32Vector>(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+    f: VectorFn<V>,
+) {
+    let s = Splat::<V>::new(k);
+    let lanes = V::LANES;
+    let chunks = p
+        .chunks_exact_mut(lanes)
+        .zip(g.chunks_exact(lanes))
+        .zip(m.chunks_exact_mut(lanes))
+        .zip(v.chunks_exact_mut(lanes));
+    for (((pc, gc), mc), vc) in chunks {
+        f(pc, gc, mc, vc, k, &s);
+    }
+    let body = p.len() - p.len() % lanes;
+    let tail = p.len() - body;
+    if tail > 0 {
+        let mut buf = [[0.0_f32; MAX_LANES]; 4];
+        buf[0][..tail].copy_from_slice(&p[body..]);
+        buf[1][..tail].copy_from_slice(&g[body..]);
+        buf[2][..tail].copy_from_slice(&m[body..]);
+        buf[3][..tail].copy_from_slice(&v[body..]);
+        let [bp, bg, bm, bv] = &mut buf;
+        f(
+            &mut bp[..lanes],
+            &bg[..lanes],
+            &mut bm[..lanes],
+            &mut bv[..lanes],
+            k,
+            &s,
+        );
+        p[body..].copy_from_slice(&bp[..tail]);
+        m[body..].copy_from_slice(&bm[..tail]);
+        v[body..].copy_from_slice(&bv[..tail]);
+    }
+}
+
+/// The generic step: every kernel is this function instantiated for one
+/// vector type. The four slices have equal lengths (checked by the caller).
+#[inline(always)]
+pub(crate) fn step_generic<V: F32Vector>(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+) {
+    debug_assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
+    if k.step == 0 {
+        for_each_vector::<V>(p, g, m, v, k, initialise::<V>);
+    } else {
+        for_each_vector::<V>(p, g, m, v, k, update::<V>);
+    }
+}
+
+/// Steps equal-length slices with the kernel chosen for this process.
+#[inline]
+pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
+    portable::step(p, g, m, v, k)
+}

@@ -1,0 +1,78 @@
+//! The portable kernel over `wide::f32x8`, whose instructions are chosen at
+//! compile time (SSE2 in a default x86-64 build, NEON on aarch64, plain
+//! arrays elsewhere).
+
+use super::F32Vector;
+use crate::hyper::StepConstants;
+use wide::f32x8;
+
+/// Whether `wide`'s `mul_add` is a fused instruction in this build. Without
+/// one it is a multiply and an add (two roundings), so the kernel computes a
+/// correctly rounded fma per lane instead.
+const WIDE_FMA_IS_FUSED: bool = cfg!(any(
+    all(
+        any(target_arch = "x86", target_arch = "x86_64"),
+        target_feature = "fma"
+    ),
+    all(target_arch = "aarch64", target_feature = "neon"),
+));
+
+impl F32Vector for f32x8 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn load(src: &[f32]) -> Self {
+        let lanes: [f32; 8] = src[..8].try_into().expect("8 lanes");
+        f32x8::new(lanes)
+    }
+    #[inline(always)]
+    fn store(self, dst: &mut [f32]) {
+        dst[..8].copy_from_slice(&self.to_array());
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        f32x8::splat(x)
+    }
+    #[inline(always)]
+    fn sub(self, rhs: Self) -> Self {
+        self - rhs
+    }
+    #[inline(always)]
+    fn mul(self, rhs: Self) -> Self {
+        self * rhs
+    }
+    #[inline(always)]
+    fn div(self, rhs: Self) -> Self {
+        self / rhs
+    }
+    #[inline(always)]
+    fn sqrt(self) -> Self {
+        f32x8::sqrt(self)
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        if WIDE_FMA_IS_FUSED {
+            f32x8::mul_add(self, b, c)
+        } else {
+            let (a, b, c) = (self.to_array(), b.to_array(), c.to_array());
+            f32x8::new(core::array::from_fn(|i| libm::fmaf(a[i], b[i], c[i])))
+        }
+    }
+    #[inline(always)]
+    fn neg(self) -> Self {
+        self ^ f32x8::splat(-0.0)
+    }
+    #[inline(always)]
+    fn max_keep_nan(self, floor: Self) -> Self {
+        self.simd_lt(floor).bitselect(floor, self)
+    }
+    #[inline(always)]
+    fn min_keep_nan(self, hi: Self) -> Self {
+        self.simd_gt(hi).bitselect(hi, self)
+    }
+}
+
+/// The portable step.
+pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
+    super::step_generic::<f32x8>(p, g, m, v, k)
+}

@@ -1,0 +1,159 @@
+//! # adopt
+//!
+//! A pure-Rust, framework-agnostic core of the ADOPT optimizer (Taniguchi et
+//! al., *ADOPT: Modified Adam Can Converge with Any β2 with the Optimal Rate*,
+//! NeurIPS 2024) over raw f32 slices: SIMD kernels that are bit-identical to
+//! a readable scalar [`reference`](mod@reference), which itself matches the published
+//! PyTorch implementation (`torch-adopt`).
+//!
+//! ADOPT normalises the gradient by the *previous* second moment, clips it,
+//! then applies momentum. Per lane, with `t` the number of steps already
+//! taken:
+//!
+//! ```text
+//! t == 0:  v = g·g                                    (nothing else moves)
+//! t >= 1:  ĝ = clamp(g / max(sqrt(v), eps), -c(t), c(t))
+//!          m = m + (1-β1)(ĝ - m);   p = p - lr·m;   v = β2·v + (1-β2)·g·g
+//! ```
+//!
+//! ## Quickstart
+//!
+//! ```
+//! use adopt::{adopt_step, Hyper, State};
+//!
+//! // Minimise f(p) = Σ (p - 3)² from p = 0.
+//! let hyper = Hyper { lr: 0.1, ..Hyper::default() };
+//! let mut params = vec![0.0_f32; 16];
+//! let mut state = State::new(params.len());
+//! for _ in 0..200 {
+//!     let grads: Vec<f32> = params.iter().map(|p| 2.0 * (p - 3.0)).collect();
+//!     adopt_step(&mut params, &grads, &mut state, &hyper)?;
+//! }
+//! assert!(params.iter().all(|p| (p - 3.0).abs() < 0.1));
+//! # Ok::<(), adopt::Error>(())
+//! ```
+//!
+//! ## Exactness
+//!
+//! Hyperparameters are f64, like the reference's Python floats; every step
+//! derives its f32 constants ([`StepConstants`]) in f64 and rounds each once.
+//! Square roots are correctly rounded, the multiply-adds the reference fuses
+//! are fused, and NaN propagates through the `max` and the clamp exactly as in
+//! PyTorch. Every kernel equals [`reference`](mod@reference) bit for bit on every input.
+//!
+//! ## Errors
+//!
+//! Bad input gets a typed [`Error`], and all validation happens before the
+//! first write: on error, params, state and step count are unchanged.
+//!
+//! ## Features
+//!
+//! - `std` (default): implies `alloc`; enables `std::error::Error` through
+//!   `core::error::Error` and `wide`'s std support.
+//! - `alloc` (default through `std`): the owned [`State`]. Without it, use
+//!   [`StateView`] over your own storage; the core step needs neither std nor
+//!   an allocator.
+
+#![no_std]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod error;
+mod hyper;
+mod kernel;
+pub mod reference;
+mod state;
+
+pub use error::{Buffer, Error, HyperParam};
+pub use hyper::{Clip, Decay, Hyper, StepConstants};
+#[cfg(feature = "alloc")]
+pub use state::State;
+pub use state::StateView;
+
+/// The README's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+/// Checks everything a step needs, before anything is written: buffer
+/// lengths, the step count and the hyperparameters at this step.
+pub(crate) fn prepare(
+    params: usize,
+    grads: usize,
+    state: &StateView<'_>,
+    hyper: &Hyper,
+) -> Result<StepConstants, Error> {
+    let lengths = [
+        (Buffer::Grads, grads),
+        (Buffer::ExpAvg, state.exp_avg.len()),
+        (Buffer::ExpAvgSq, state.exp_avg_sq.len()),
+    ];
+    for (buffer, got) in lengths {
+        if got != params {
+            return Err(Error::LengthMismatch {
+                buffer,
+                expected: params,
+                got,
+            });
+        }
+    }
+    if *state.step == u64::MAX {
+        return Err(Error::StepOverflow);
+    }
+    hyper.constants(*state.step)
+}
+
+/// One ADOPT step over `params` with `grads`, updating `state`.
+///
+/// All four buffers (`params`, `grads`, `state.exp_avg()`,
+/// `state.exp_avg_sq()`) must have the same length. On error nothing is
+/// written and the step count does not advance.
+///
+/// ```
+/// use adopt::{adopt_step, Hyper, State};
+/// let mut params = vec![1.0_f32, 2.0, 3.0];
+/// let mut state = State::new(3);
+/// let hyper = Hyper { lr: 0.1, ..Hyper::default() };
+/// adopt_step(&mut params, &[1.0, 1.0, 1.0], &mut state, &hyper)?; // records v
+/// adopt_step(&mut params, &[1.0, 1.0, 1.0], &mut state, &hyper)?; // moves
+/// assert!(params[0] < 1.0);
+/// assert_eq!(state.step(), 2);
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[cfg(feature = "alloc")]
+pub fn adopt_step(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut State,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    adopt_step_view(params, grads, &mut state.view_mut(), hyper)
+}
+
+/// [`adopt_step`] over a borrowed [`StateView`]: needs no allocator.
+///
+/// ```
+/// use adopt::{adopt_step_view, Hyper, StateView};
+/// let mut params = [1.0_f32; 3];
+/// let (mut m, mut v, mut step) = ([0.0; 3], [0.0; 3], 0);
+/// let mut state = StateView::new(&mut m, &mut v, &mut step);
+/// adopt_step_view(&mut params, &[0.5; 3], &mut state, &adopt::Hyper::default())?;
+/// assert_eq!(state.exp_avg_sq(), &[0.25; 3]);
+/// # Ok::<(), adopt::Error>(())
+/// ```
+pub fn adopt_step_view(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    let k = prepare(params.len(), grads.len(), state, hyper)?;
+    kernel::step(params, grads, state.exp_avg, state.exp_avg_sq, &k);
+    *state.step += 1;
+    Ok(())
+}

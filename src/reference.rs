@@ -1,0 +1,124 @@
+//! The scalar specification of an ADOPT step, written to be read.
+//!
+//! Every kernel of this crate equals this code bit for bit on every input
+//! (any NaN matching any NaN), and this code matches the published reference
+//! implementation (`torch-adopt`) within the tolerance stated in
+//! `tests/golden/README.md`. Use it to property-test an integration:
+//!
+//! ```
+//! use adopt::{adopt_step, reference, Hyper, State};
+//! let hyper = Hyper { lr: 1e-2, ..Hyper::default() };
+//! let grads = [0.3_f32, -2.0, f32::NAN, 1e-30];
+//! let (mut fast, mut slow) = ([1.0_f32; 4], [1.0_f32; 4]);
+//! let (mut fast_state, mut slow_state) = (State::new(4), State::new(4));
+//! for _ in 0..5 {
+//!     adopt_step(&mut fast, &grads, &mut fast_state, &hyper)?;
+//!     reference::adopt_step(&mut slow, &grads, &mut slow_state, &hyper)?;
+//! }
+//! let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+//! assert!(fast.iter().zip(&slow).all(|(&a, &b)| same(a, b)));
+//! # Ok::<(), adopt::Error>(())
+//! ```
+//!
+//! # The update, per f32 lane
+//!
+//! With `t` the number of steps already taken and the f32 constants of
+//! [`StepConstants`] (each derived in f64 and rounded once):
+//!
+//! ```text
+//! g = maximize ? -grad : grad
+//! L2 decay:        g = fma(wd, p, g)
+//! t == 0:          v = g·g                      (p and m do not move)
+//! t >= 1:
+//!   decoupled:     p = fma(-(lr·wd), p, p)
+//!   ĝ = g / max(sqrt(v), eps)                  (NaN stays NaN)
+//!   ĝ = clamp(ĝ, -c(t), c(t))                  (NaN stays NaN)
+//!   m = fma(1-β1, ĝ - m, m)                    (torch's lerp)
+//!   p = fma(-lr, m, p)
+//!   v = fma((1-β2)·g, g, β2·v)                 (torch's addcmul)
+//! ```
+//!
+//! `sqrt` and `fma` are correctly rounded (the pure-Rust `libm`, so this
+//! module is identical with and without `std`).
+
+use crate::error::Error;
+use crate::hyper::{Decay, Hyper, StepConstants};
+#[cfg(feature = "alloc")]
+use crate::state::State;
+use crate::state::StateView;
+
+/// `a·b + c` with a single rounding.
+#[inline]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    libm::fmaf(a, b, c)
+}
+
+/// `max(x, floor)` that keeps a NaN `x` (torch's `clamp(min=floor)`); when
+/// `x == floor` (e.g. `-0.0` and `0.0`), `x` is kept.
+#[inline]
+pub fn max_keep_nan(x: f32, floor: f32) -> f32 {
+    if x < floor { floor } else { x }
+}
+
+/// `clamp(x, lo, hi)` that keeps a NaN `x` (torch's `clamp`): first the lower
+/// bound, then the upper, each replacing `x` only on a strict comparison.
+#[inline]
+pub fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
+    let x = if x < lo { lo } else { x };
+    if x > hi { hi } else { x }
+}
+
+/// One lane of one step: updates `p`, `m` (`exp_avg`) and `v` (`exp_avg_sq`)
+/// from the gradient `grad`.
+pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepConstants) {
+    let mut g = if k.maximize { -grad } else { grad };
+    if let Decay::L2(wd) = k.decay {
+        g = fma(wd, *p, g);
+    }
+    if k.step == 0 {
+        // The first step only records the second moment.
+        *v = g * g;
+        return;
+    }
+    if let Decay::Decoupled(neg_lr_wd) = k.decay {
+        *p = fma(neg_lr_wd, *p, *p);
+    }
+    // Normalise by the *previous* second moment, then clip.
+    let denom = max_keep_nan(libm::sqrtf(*v), k.eps);
+    let normed = clamp_keep_nan(g / denom, -k.clip, k.clip);
+    *m = fma(k.one_minus_beta1, normed - *m, *m);
+    *p = fma(k.neg_lr, *m, *p);
+    *v = fma(k.one_minus_beta2 * g, g, k.beta2 * *v);
+}
+
+/// The reference form of [`adopt_step_view`](crate::adopt_step_view): same
+/// validation, same errors, same results, one lane at a time.
+pub fn adopt_step_view(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    let k = crate::prepare(params.len(), grads.len(), state, hyper)?;
+    let lanes = params
+        .iter_mut()
+        .zip(grads)
+        .zip(state.exp_avg.iter_mut())
+        .zip(state.exp_avg_sq.iter_mut());
+    for (((p, &g), m), v) in lanes {
+        update_lane(p, g, m, v, &k);
+    }
+    *state.step += 1;
+    Ok(())
+}
+
+/// The reference form of [`adopt_step`](crate::adopt_step).
+#[cfg(feature = "alloc")]
+pub fn adopt_step(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut State,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    adopt_step_view(params, grads, &mut state.view_mut(), hyper)
+}

@@ -1,0 +1,398 @@
+//! Every invalid input the step API can receive, the exact `Error` it gets,
+//! and proof that params, state and step count are bit-for-bit unchanged.
+
+mod common;
+
+use adopt::{
+    Buffer, Clip, Error, Hyper, HyperParam, State, StateView, adopt_step, adopt_step_view,
+    reference,
+};
+use common::assert_same_bits;
+
+fn clip_nan(_: u64) -> f64 {
+    f64::NAN
+}
+fn clip_negative_after_two(t: u64) -> f64 {
+    if t >= 2 { -0.5 } else { 1.0 }
+}
+
+type StepFn = fn(&mut [f32], &[f32], &mut StateView<'_>, &Hyper) -> Result<(), Error>;
+
+struct Case {
+    what: &'static str,
+    lanes: (usize, usize, usize, usize), // params, grads, exp_avg, exp_avg_sq
+    step: u64,
+    hyper: Hyper,
+    want: Error,
+}
+
+fn hyper_error(param: HyperParam, value: f64) -> Error {
+    Error::InvalidHyper { param, value }
+}
+
+fn cases() -> Vec<Case> {
+    let d = Hyper::default();
+    let ok = (5, 5, 5, 5);
+    let case = |what, lanes, step, hyper, want| Case {
+        what,
+        lanes,
+        step,
+        hyper,
+        want,
+    };
+    vec![
+        case(
+            "grads short",
+            (5, 4, 5, 5),
+            3,
+            d,
+            Error::LengthMismatch {
+                buffer: Buffer::Grads,
+                expected: 5,
+                got: 4,
+            },
+        ),
+        case(
+            "grads long",
+            (5, 6, 5, 5),
+            0,
+            d,
+            Error::LengthMismatch {
+                buffer: Buffer::Grads,
+                expected: 5,
+                got: 6,
+            },
+        ),
+        case(
+            "exp_avg short",
+            (5, 5, 0, 5),
+            3,
+            d,
+            Error::LengthMismatch {
+                buffer: Buffer::ExpAvg,
+                expected: 5,
+                got: 0,
+            },
+        ),
+        case(
+            "exp_avg_sq long",
+            (5, 5, 5, 9),
+            3,
+            d,
+            Error::LengthMismatch {
+                buffer: Buffer::ExpAvgSq,
+                expected: 5,
+                got: 9,
+            },
+        ),
+        case(
+            "empty params, non-empty grads",
+            (0, 1, 0, 0),
+            0,
+            d,
+            Error::LengthMismatch {
+                buffer: Buffer::Grads,
+                expected: 0,
+                got: 1,
+            },
+        ),
+        case(
+            "lr negative",
+            ok,
+            3,
+            Hyper { lr: -1e-3, ..d },
+            hyper_error(HyperParam::Lr, -1e-3),
+        ),
+        case(
+            "lr NaN",
+            ok,
+            3,
+            Hyper { lr: f64::NAN, ..d },
+            hyper_error(HyperParam::Lr, f64::NAN),
+        ),
+        case(
+            "lr infinite",
+            ok,
+            3,
+            Hyper {
+                lr: f64::INFINITY,
+                ..d
+            },
+            hyper_error(HyperParam::Lr, f64::INFINITY),
+        ),
+        case(
+            "lr -0.0 is fine, beta1 = 1 is not",
+            ok,
+            3,
+            Hyper {
+                lr: -0.0,
+                betas: (1.0, 0.9),
+                ..d
+            },
+            hyper_error(HyperParam::Beta1, 1.0),
+        ),
+        case(
+            "beta1 negative",
+            ok,
+            0,
+            Hyper {
+                betas: (-0.1, 0.9),
+                ..d
+            },
+            hyper_error(HyperParam::Beta1, -0.1),
+        ),
+        case(
+            "beta1 NaN",
+            ok,
+            3,
+            Hyper {
+                betas: (f64::NAN, 0.9),
+                ..d
+            },
+            hyper_error(HyperParam::Beta1, f64::NAN),
+        ),
+        case(
+            "beta2 = 1",
+            ok,
+            3,
+            Hyper {
+                betas: (0.9, 1.0),
+                ..d
+            },
+            hyper_error(HyperParam::Beta2, 1.0),
+        ),
+        case(
+            "beta2 NaN",
+            ok,
+            3,
+            Hyper {
+                betas: (0.9, f64::NAN),
+                ..d
+            },
+            hyper_error(HyperParam::Beta2, f64::NAN),
+        ),
+        case(
+            "eps negative",
+            ok,
+            3,
+            Hyper { eps: -1e-8, ..d },
+            hyper_error(HyperParam::Eps, -1e-8),
+        ),
+        case(
+            "eps NaN",
+            ok,
+            0,
+            Hyper { eps: f64::NAN, ..d },
+            hyper_error(HyperParam::Eps, f64::NAN),
+        ),
+        case(
+            "weight_decay negative",
+            ok,
+            3,
+            Hyper {
+                weight_decay: -0.1,
+                ..d
+            },
+            hyper_error(HyperParam::WeightDecay, -0.1),
+        ),
+        case(
+            "weight_decay NaN",
+            ok,
+            3,
+            Hyper {
+                weight_decay: f64::NAN,
+                decouple: true,
+                ..d
+            },
+            hyper_error(HyperParam::WeightDecay, f64::NAN),
+        ),
+        case(
+            "clip constant negative",
+            ok,
+            0,
+            Hyper {
+                clip: Clip::Constant(-1.0),
+                ..d
+            },
+            hyper_error(HyperParam::ClipScale, -1.0),
+        ),
+        case(
+            "clip constant NaN",
+            ok,
+            3,
+            Hyper {
+                clip: Clip::Constant(f64::NAN),
+                ..d
+            },
+            hyper_error(HyperParam::ClipScale, f64::NAN),
+        ),
+        case(
+            "clip power scale negative",
+            ok,
+            3,
+            Hyper {
+                clip: Clip::Power {
+                    scale: -1.0,
+                    exponent: 0.25,
+                },
+                ..d
+            },
+            hyper_error(HyperParam::ClipScale, -1.0),
+        ),
+        case(
+            "clip power exponent NaN",
+            ok,
+            3,
+            Hyper {
+                clip: Clip::Power {
+                    scale: 1.0,
+                    exponent: f64::NAN,
+                },
+                ..d
+            },
+            hyper_error(HyperParam::ClipExponent, f64::NAN),
+        ),
+        case(
+            "custom clip NaN",
+            ok,
+            1,
+            Hyper {
+                clip: Clip::Custom(clip_nan),
+                ..d
+            },
+            Error::InvalidClip {
+                step: 1,
+                threshold: f64::NAN,
+            },
+        ),
+        case(
+            "custom clip negative at step 2",
+            ok,
+            2,
+            Hyper {
+                clip: Clip::Custom(clip_negative_after_two),
+                ..d
+            },
+            Error::InvalidClip {
+                step: 2,
+                threshold: -0.5,
+            },
+        ),
+        case("step count exhausted", ok, u64::MAX, d, Error::StepOverflow),
+        case(
+            "lengths are checked before hyperparameters",
+            (5, 4, 5, 5),
+            3,
+            Hyper { lr: f64::NAN, ..d },
+            Error::LengthMismatch {
+                buffer: Buffer::Grads,
+                expected: 5,
+                got: 4,
+            },
+        ),
+    ]
+}
+
+fn filled(n: usize, seed: f32) -> Vec<f32> {
+    (0..n).map(|i| seed + i as f32 * 0.25).collect()
+}
+
+#[test]
+fn every_bad_input_gets_its_error_and_changes_nothing() {
+    for c in cases() {
+        let (np, ng, nm, nv) = c.lanes;
+        let grads = filled(ng, 0.5);
+        let (p0, m0, v0) = (filled(np, 1.0), filled(nm, -0.5), filled(nv, 2.0));
+        let steppers: [(&str, StepFn); 2] = [
+            ("adopt_step_view", adopt_step_view),
+            ("reference::adopt_step_view", reference::adopt_step_view),
+        ];
+        for (name, f) in steppers {
+            let (mut p, mut m, mut v, mut step) = (p0.clone(), m0.clone(), v0.clone(), c.step);
+            let got = f(
+                &mut p,
+                &grads,
+                &mut StateView::new(&mut m, &mut v, &mut step),
+                &c.hyper,
+            );
+            assert_eq!(got, Err(c.want), "{name}: {}", c.what);
+            let what = format!("{name}: {}", c.what);
+            assert_same_bits(&p, &p0, &format!("{what}: params changed"));
+            assert_same_bits(&m, &m0, &format!("{what}: exp_avg changed"));
+            assert_same_bits(&v, &v0, &format!("{what}: exp_avg_sq changed"));
+            assert_eq!(step, c.step, "{what}: step changed");
+        }
+        // The owned-state entry point agrees.
+        let mut state = State::from_parts(m0.clone(), v0.clone(), c.step);
+        let mut p = p0.clone();
+        assert_eq!(
+            adopt_step(&mut p, &grads, &mut state, &c.hyper),
+            Err(c.want),
+            "adopt_step: {}",
+            c.what
+        );
+        assert_eq!(
+            state,
+            State::from_parts(m0.clone(), v0.clone(), c.step),
+            "adopt_step: {}",
+            c.what
+        );
+        assert_same_bits(&p, &p0, &format!("adopt_step: {}: params changed", c.what));
+        // The message names the problem.
+        let message = c.want.to_string();
+        assert!(
+            !message.is_empty() && !message.contains("Error"),
+            "{}: message {message:?}",
+            c.what
+        );
+    }
+}
+
+#[test]
+fn the_first_step_does_not_evaluate_the_clip_schedule() {
+    // As in the reference: clip(0) is never used, so a schedule invalid only
+    // at 0 does not fail the first step.
+    fn invalid_at_zero(t: u64) -> f64 {
+        if t == 0 { f64::NAN } else { 1.0 }
+    }
+    let hyper = Hyper {
+        clip: Clip::Custom(invalid_at_zero),
+        ..Hyper::default()
+    };
+    let mut p = vec![1.0_f32; 3];
+    let mut state = State::new(3);
+    adopt_step(&mut p, &[1.0; 3], &mut state, &hyper).unwrap();
+    adopt_step(&mut p, &[1.0; 3], &mut state, &hyper).unwrap();
+    assert_eq!(state.step(), 2);
+}
+
+#[test]
+fn error_messages_name_the_buffer_and_parameter() {
+    let e = Error::LengthMismatch {
+        buffer: Buffer::ExpAvgSq,
+        expected: 8,
+        got: 7,
+    };
+    assert_eq!(
+        e.to_string(),
+        "exp_avg_sq has 7 lanes, expected 8 (the length of params)"
+    );
+    let e = Error::InvalidHyper {
+        param: HyperParam::Beta2,
+        value: 1.5,
+    };
+    assert_eq!(
+        e.to_string(),
+        "invalid hyperparameter betas.1 = 1.5: must be a number in [0, 1)"
+    );
+    let e = Error::InvalidClip {
+        step: 4,
+        threshold: -1.0,
+    };
+    assert_eq!(
+        e.to_string(),
+        "clip threshold at step 4 is -1: must be >= 0 and not NaN"
+    );
+    let boxed: Box<dyn std::error::Error> = Box::new(Error::StepOverflow);
+    assert!(boxed.to_string().contains("u64::MAX"));
+}

@@ -1,0 +1,147 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+/// Bit equality where any NaN matches any NaN.
+pub fn same_bits(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+/// Panics with the first lane where `got` and `want` differ in bits.
+pub fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (&x, &r)) in got.iter().zip(want).enumerate() {
+        assert!(
+            same_bits(x, r),
+            "{what}: lane {i} differs: got {x:e} ({:#010x}), want {r:e} ({:#010x})",
+            x.to_bits(),
+            r.to_bits()
+        );
+    }
+}
+
+use adopt::{Clip, Hyper};
+use proptest::prelude::*;
+
+/// f32 values with heavy weight on the edges: NaN, ±inf, ±0, subnormals,
+/// ±f32::MAX, huge and tiny magnitudes, and arbitrary bit patterns.
+pub fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        4 => -4.0_f32..4.0,
+        1 => prop::sample::select(vec![
+            f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0,
+            f32::from_bits(1), -f32::from_bits(1), f32::MIN_POSITIVE, f32::MAX, -f32::MAX,
+            3e30, -3e30, 1e-30, 1e-20, 1e20, 1.0, -1.0,
+        ]),
+        1 => any::<u32>().prop_map(f32::from_bits),
+    ]
+}
+
+/// Non-negative state values for `v` (any value is accepted, but the edges
+/// of a real `v` are zero, subnormal, huge and infinite).
+pub fn second_moment() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        3 => 0.0_f32..4.0,
+        1 => prop::sample::select(vec![
+            0.0, -0.0, f32::from_bits(1), f32::MIN_POSITIVE, 1e-12, f32::MAX, f32::INFINITY, f32::NAN,
+        ]),
+        1 => any::<u32>().prop_map(f32::from_bits),
+    ]
+}
+
+fn clip_nan(_: u64) -> f64 {
+    f64::NAN
+}
+fn clip_negative(t: u64) -> f64 {
+    if t > 2 { -1.0 } else { 1.0 }
+}
+fn clip_decreasing(t: u64) -> f64 {
+    1.0 / (t as f64 + 1.0)
+}
+
+/// Hyperparameters with heavy weight on edges, including invalid ones (so the
+/// error paths are compared too).
+pub fn hyper() -> impl Strategy<Value = Hyper> {
+    let lr = prop::sample::select(vec![
+        0.0,
+        1e-3,
+        1e-2,
+        0.5,
+        1e30,
+        1e300,
+        3.0e-39,
+        -1e-3,
+        f64::NAN,
+    ]);
+    let beta = prop::sample::select(vec![
+        0.0,
+        0.5,
+        0.9,
+        0.999,
+        0.9999,
+        1.0 - 1e-16,
+        1.0,
+        -0.1,
+        f64::NAN,
+    ]);
+    let eps = prop::sample::select(vec![
+        0.0,
+        1e-6,
+        1e-12,
+        1e-45,
+        1e-40,
+        1.0,
+        1e30,
+        -1e-6,
+        f64::INFINITY,
+    ]);
+    let wd = prop::sample::select(vec![0.0, 0.0, 0.01, 0.1, 10.0, 1e-50, -0.1]);
+    let clip = prop::sample::select(vec![
+        Clip::None,
+        Clip::Constant(0.0),
+        Clip::Constant(1.0),
+        Clip::Constant(1e-40),
+        Clip::Constant(1e39),
+        Clip::Constant(f64::INFINITY),
+        Clip::Constant(-1.0),
+        Clip::Power {
+            scale: 1.0,
+            exponent: 0.25,
+        },
+        Clip::Power {
+            scale: 0.5,
+            exponent: 0.5,
+        },
+        Clip::Power {
+            scale: 0.0,
+            exponent: 1.0,
+        },
+        Clip::Power {
+            scale: 1.0,
+            exponent: -2.0,
+        },
+        Clip::Custom(clip_nan),
+        Clip::Custom(clip_negative),
+        Clip::Custom(clip_decreasing),
+    ]);
+    (
+        lr,
+        beta.clone(),
+        beta,
+        eps,
+        wd,
+        any::<bool>(),
+        any::<bool>(),
+        clip,
+    )
+        .prop_map(
+            |(lr, b1, b2, eps, weight_decay, decouple, maximize, clip)| Hyper {
+                lr,
+                betas: (b1, b2),
+                eps,
+                weight_decay,
+                decouple,
+                maximize,
+                clip,
+            },
+        )
+}

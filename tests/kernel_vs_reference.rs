@@ -1,0 +1,187 @@
+//! Every kernel against `adopt::reference`, bit for bit (any NaN matching
+//! any NaN), on edge-heavy inputs: single steps, multi-step runs, every
+//! length around the vector widths, misaligned sub-slices and NaN canaries
+//! past the ends of every buffer.
+
+mod common;
+
+use adopt::{Hyper, StateView, adopt_step_view, reference};
+use common::{assert_same_bits, hyper, second_moment, value};
+use proptest::prelude::*;
+
+/// A buffer set for one run: params, m, v, step.
+#[derive(Clone, Debug)]
+struct Buffers {
+    p: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    step: u64,
+}
+
+type StepFn = fn(&mut [f32], &[f32], &mut StateView<'_>, &Hyper) -> Result<(), adopt::Error>;
+
+/// Steps `b` with `f` and with the reference over `grads`, one step per grad
+/// vector, and checks bits, errors and step counts agree after each step.
+fn compare(f: StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hyper) {
+    let (mut x, mut r) = (b.clone(), b.clone());
+    for (i, g) in grads.iter().enumerate() {
+        let got = f(
+            &mut x.p,
+            g,
+            &mut StateView::new(&mut x.m, &mut x.v, &mut x.step),
+            hyper,
+        );
+        let want = reference::adopt_step_view(
+            &mut r.p,
+            g,
+            &mut StateView::new(&mut r.m, &mut r.v, &mut r.step),
+            hyper,
+        );
+        assert_eq!(got, want, "{name}: results differ at step {i}");
+        assert_eq!(x.step, r.step, "{name}: step counts differ");
+        let what = format!("{name} step {i} hyper {hyper:?}");
+        assert_same_bits(&x.p, &r.p, &format!("{what}: params"));
+        assert_same_bits(&x.m, &r.m, &format!("{what}: exp_avg"));
+        assert_same_bits(&x.v, &r.v, &format!("{what}: exp_avg_sq"));
+    }
+}
+
+/// The kernels under test.
+fn kernels() -> Vec<(&'static str, StepFn)> {
+    vec![("dispatched", adopt_step_view)]
+}
+
+fn buffers(len: usize) -> impl Strategy<Value = Buffers> {
+    (
+        prop::collection::vec(value(), len),
+        prop::collection::vec(value(), len),
+        prop::collection::vec(second_moment(), len),
+        prop::sample::select(vec![0_u64, 0, 1, 2, 3, 10, 1000, u64::MAX - 1, u64::MAX]),
+    )
+        .prop_map(|(p, m, v, step)| Buffers { p, m, v, step })
+}
+
+fn run(
+    len: std::ops::Range<usize>,
+    steps: std::ops::Range<usize>,
+) -> impl Strategy<Value = (Buffers, Vec<Vec<f32>>, Hyper)> {
+    (len, steps).prop_flat_map(|(len, steps)| {
+        (
+            buffers(len),
+            prop::collection::vec(prop::collection::vec(value(), len), steps),
+            hyper(),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 8 } else { 2000 }, ..ProptestConfig::default() })]
+
+    #[test]
+    fn single_step_matches_reference((b, grads, h) in run(0..70, 1..2)) {
+        for (name, f) in kernels() {
+            compare(f, name, &b, &grads, &h);
+        }
+    }
+
+    #[test]
+    fn multi_step_runs_match_reference((b, grads, h) in run(0..40, 2..8)) {
+        let fresh = Buffers { m: vec![0.0; b.p.len()], v: vec![0.0; b.p.len()], step: 0, ..b.clone() };
+        for (name, f) in kernels() {
+            compare(f, name, &b, &grads, &h);
+            compare(f, name, &fresh, &grads, &h);
+        }
+    }
+}
+
+/// Every length from 0 to 4·16+1 at every offset 0..16 into larger buffers
+/// whose lanes outside the sub-slice hold NaN canaries that must survive.
+#[test]
+fn lengths_offsets_and_canaries() {
+    const CANARY: u32 = 0x7fc0_dead;
+    let hypers = [
+        Hyper::default(),
+        Hyper {
+            lr: 0.1,
+            weight_decay: 0.1,
+            ..Hyper::default()
+        },
+        Hyper {
+            lr: 0.1,
+            weight_decay: 0.1,
+            decouple: true,
+            maximize: true,
+            ..Hyper::default()
+        },
+    ];
+    for (name, f) in kernels() {
+        for len in 0..=4 * 16 + 1 {
+            for offset in 0..16 {
+                for h in &hypers {
+                    let total = offset + len + 16;
+                    let fill = |seed: u32| -> Vec<f32> {
+                        (0..total)
+                            .map(|i| {
+                                if i < offset || i >= offset + len {
+                                    f32::from_bits(CANARY)
+                                } else {
+                                    let x =
+                                        (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                                    (x % 2000) as f32 / 500.0 - 2.0
+                                }
+                            })
+                            .collect()
+                    };
+                    let g = fill(7);
+                    let (mut xp, mut xm, mut xv) = (
+                        fill(1),
+                        fill(2),
+                        fill(3).iter().map(|x| x.abs()).collect::<Vec<_>>(),
+                    );
+                    let (mut rp, mut rm, mut rv) = (xp.clone(), xm.clone(), xv.clone());
+                    let range = offset..offset + len;
+                    for _ in 0..3 {
+                        let (mut xs, mut rs) = (5, 5);
+                        f(
+                            &mut xp[range.clone()],
+                            &g[range.clone()],
+                            &mut StateView::new(
+                                &mut xm[range.clone()],
+                                &mut xv[range.clone()],
+                                &mut xs,
+                            ),
+                            h,
+                        )
+                        .unwrap();
+                        reference::adopt_step_view(
+                            &mut rp[range.clone()],
+                            &g[range.clone()],
+                            &mut StateView::new(
+                                &mut rm[range.clone()],
+                                &mut rv[range.clone()],
+                                &mut rs,
+                            ),
+                            h,
+                        )
+                        .unwrap();
+                    }
+                    let what = format!("{name} len {len} offset {offset}");
+                    assert_same_bits(&xp, &rp, &format!("{what} params"));
+                    assert_same_bits(&xm, &rm, &format!("{what} exp_avg"));
+                    assert_same_bits(&xv, &rv, &format!("{what} exp_avg_sq"));
+                    for buf in [&xp, &xm, &xv] {
+                        for (i, x) in buf.iter().enumerate() {
+                            if !range.contains(&i) {
+                                assert_eq!(
+                                    x.to_bits(),
+                                    CANARY,
+                                    "{what}: canary at {i} overwritten"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
