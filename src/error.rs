@@ -134,6 +134,9 @@ pub enum Error {
     },
     /// The state's step count is `u64::MAX` and cannot advance.
     StepOverflow,
+    /// [`adopt_step_with`](crate::adopt_step_with) was asked for a kernel
+    /// this CPU cannot run.
+    KernelUnavailable(crate::Kernel),
 }
 
 impl fmt::Display for Error {
@@ -157,6 +160,9 @@ impl fmt::Display for Error {
                 "clip threshold at step {step} is {threshold}: must be >= 0 and not NaN"
             ),
             Error::StepOverflow => f.write_str("step count is u64::MAX and cannot advance"),
+            Error::KernelUnavailable(kernel) => {
+                write!(f, "kernel {} is not available on this CPU", kernel.name())
+            }
         }
     }
 }
@@ -188,6 +194,7 @@ impl PartialEq for Error {
                 },
             ) => step == s && threshold.to_bits() == t.to_bits(),
             (StepOverflow, StepOverflow) => true,
+            (KernelUnavailable(a), KernelUnavailable(b)) => a == b,
             _ => false,
         }
     }

@@ -53,6 +53,19 @@
 //! - `alloc` (default through `std`): the owned [`State`]. Without it, use
 //!   [`StateView`] over your own storage; the core step needs neither std nor
 //!   an allocator.
+//! - `rayon` (default): buffers of at least [`PARALLEL_THRESHOLD`] lanes are
+//!   split into chunks across the current rayon pool, bit-identical to a
+//!   serial step. The pool is rayon's global pool (size it with
+//!   `RAYON_NUM_THREADS` or `rayon::ThreadPoolBuilder::build_global`), or the
+//!   pool whose `install` the step runs inside; a one-thread pool keeps every
+//!   step serial.
+//!
+//! ## Kernels
+//!
+//! The step runs on the fastest [`Kernel`] the CPU supports, detected once at
+//! run time in a default build: AVX-512F or AVX2+FMA on x86-64, NEON on
+//! aarch64, and a portable `wide` kernel otherwise. [`Kernel::active`] says
+//! which (for logs); [`Kernel::force`] or `ADOPT_KERNEL=portable` pins one.
 
 #![no_std]
 #![deny(missing_docs)]
@@ -66,11 +79,14 @@ extern crate std;
 mod error;
 mod hyper;
 mod kernel;
+mod parallel;
 pub mod reference;
 mod state;
 
 pub use error::{Buffer, Error, HyperParam};
 pub use hyper::{Clip, Decay, Hyper, StepConstants};
+pub use kernel::Kernel;
+pub use parallel::PARALLEL_THRESHOLD;
 #[cfg(feature = "alloc")]
 pub use state::State;
 pub use state::StateView;
@@ -152,8 +168,37 @@ pub fn adopt_step_view(
     state: &mut StateView<'_>,
     hyper: &Hyper,
 ) -> Result<(), Error> {
+    adopt_step_with(Kernel::active(), params, grads, state, hyper)
+}
+
+/// [`adopt_step_view`] with a chosen [`Kernel`] instead of the active one:
+/// for tests that compare kernels and for benchmarks. Every kernel gives
+/// bit-identical results.
+///
+/// ```
+/// use adopt::{adopt_step_with, Hyper, Kernel, StateView};
+/// for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+///     let mut params = [1.0_f32; 5];
+///     let (mut m, mut v, mut step) = ([0.0; 5], [0.0; 5], 0);
+///     let mut state = StateView::new(&mut m, &mut v, &mut step);
+///     adopt_step_with(kernel, &mut params, &[0.5; 5], &mut state, &Hyper::default())?;
+/// }
+/// # Ok::<(), adopt::Error>(())
+/// ```
+///
+/// Returns [`Error::KernelUnavailable`] if this CPU cannot run `kernel`.
+pub fn adopt_step_with(
+    kernel: Kernel,
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    if !kernel.is_available() {
+        return Err(Error::KernelUnavailable(kernel));
+    }
     let k = prepare(params.len(), grads.len(), state, hyper)?;
-    kernel::step(params, grads, state.exp_avg, state.exp_avg_sq, &k);
+    parallel::run(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k);
     *state.step += 1;
     Ok(())
 }

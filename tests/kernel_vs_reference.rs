@@ -5,7 +5,7 @@
 
 mod common;
 
-use adopt::{Hyper, StateView, adopt_step_view, reference};
+use adopt::{Error, Hyper, Kernel, StateView, adopt_step_view, adopt_step_with, reference};
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
 
@@ -18,11 +18,12 @@ struct Buffers {
     step: u64,
 }
 
-type StepFn = fn(&mut [f32], &[f32], &mut StateView<'_>, &Hyper) -> Result<(), adopt::Error>;
+type StepFn =
+    Box<dyn Fn(&mut [f32], &[f32], &mut StateView<'_>, &Hyper) -> Result<(), Error> + Send + Sync>;
 
 /// Steps `b` with `f` and with the reference over `grads`, one step per grad
 /// vector, and checks bits, errors and step counts agree after each step.
-fn compare(f: StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hyper) {
+fn compare(f: &StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hyper) {
     let (mut x, mut r) = (b.clone(), b.clone());
     for (i, g) in grads.iter().enumerate() {
         let got = f(
@@ -46,9 +47,21 @@ fn compare(f: StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hyper
     }
 }
 
-/// The kernels under test.
+/// The kernels under test: the dispatched entry point and every kernel this
+/// CPU supports, called directly (not only the one dispatch picks).
 fn kernels() -> Vec<(&'static str, StepFn)> {
-    vec![("dispatched", adopt_step_view)]
+    let mut all: Vec<(&'static str, StepFn)> = vec![("dispatched", Box::new(adopt_step_view))];
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+        all.push((
+            kernel.name(),
+            Box::new(
+                move |p: &mut [f32], g: &[f32], s: &mut StateView<'_>, h: &Hyper| {
+                    adopt_step_with(kernel, p, g, s, h)
+                },
+            ),
+        ));
+    }
+    all
 }
 
 fn buffers(len: usize) -> impl Strategy<Value = Buffers> {
@@ -79,7 +92,7 @@ proptest! {
 
     #[test]
     fn single_step_matches_reference((b, grads, h) in run(0..70, 1..2)) {
-        for (name, f) in kernels() {
+        for (name, f) in &kernels() {
             compare(f, name, &b, &grads, &h);
         }
     }
@@ -87,7 +100,7 @@ proptest! {
     #[test]
     fn multi_step_runs_match_reference((b, grads, h) in run(0..40, 2..8)) {
         let fresh = Buffers { m: vec![0.0; b.p.len()], v: vec![0.0; b.p.len()], step: 0, ..b.clone() };
-        for (name, f) in kernels() {
+        for (name, f) in &kernels() {
             compare(f, name, &b, &grads, &h);
             compare(f, name, &fresh, &grads, &h);
         }
@@ -114,7 +127,7 @@ fn lengths_offsets_and_canaries() {
             ..Hyper::default()
         },
     ];
-    for (name, f) in kernels() {
+    for (name, f) in &kernels() {
         for len in 0..=4 * 16 + 1 {
             for offset in 0..16 {
                 for h in &hypers {
@@ -182,6 +195,98 @@ fn lengths_offsets_and_canaries() {
                     }
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn every_listed_kernel_reports_availability_consistently() {
+    assert!(Kernel::Portable.is_available());
+    assert!(Kernel::best().is_available());
+    assert!(Kernel::active().is_available());
+    for kernel in Kernel::ALL {
+        if !kernel.is_available() {
+            let mut state = adopt::State::new(1);
+            let got = adopt_step_with(
+                kernel,
+                &mut [1.0],
+                &[1.0],
+                &mut state.view_mut(),
+                &Hyper::default(),
+            );
+            assert_eq!(got, Err(Error::KernelUnavailable(kernel)));
+            assert_eq!(state.step(), 0);
+        }
+    }
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert!(
+            Kernel::best() != Kernel::Portable,
+            "dispatch must not fall back to portable on an AVX2+FMA CPU"
+        );
+    }
+}
+
+/// Buffers large enough to be split across the rayon pool give the same bits
+/// as the reference, for every kernel, in pools of 1, 2 and 3 threads.
+#[test]
+fn parallel_chunks_match_reference() {
+    let len = adopt::PARALLEL_THRESHOLD * 3 + 37;
+    let values = |seed: u32| -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| {
+                let x = i
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed.wrapping_mul(40503));
+                match x % 97 {
+                    0 => f32::NAN,
+                    1 => f32::INFINITY,
+                    2 => -0.0,
+                    3 => f32::from_bits(1),
+                    _ => (x % 4000) as f32 / 1000.0 - 2.0,
+                }
+            })
+            .collect()
+    };
+    let hyper = Hyper {
+        lr: 0.05,
+        weight_decay: 0.01,
+        decouple: true,
+        ..Hyper::default()
+    };
+    let grads: Vec<Vec<f32>> = (0..3).map(|s| values(s + 10)).collect();
+    let (mut rp, mut rm, mut rv, mut rs) = (values(1), vec![0.0; len], vec![0.0; len], 0_u64);
+    for g in &grads {
+        reference::adopt_step_view(
+            &mut rp,
+            g,
+            &mut StateView::new(&mut rm, &mut rv, &mut rs),
+            &hyper,
+        )
+        .unwrap();
+    }
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for (name, f) in &kernels() {
+            let (mut p, mut m, mut v, mut s) = (values(1), vec![0.0; len], vec![0.0; len], 0_u64);
+            pool.install(|| {
+                for g in &grads {
+                    f(
+                        &mut p,
+                        g,
+                        &mut StateView::new(&mut m, &mut v, &mut s),
+                        &hyper,
+                    )
+                    .unwrap();
+                }
+            });
+            let what = format!("{name} with {threads} threads");
+            assert_same_bits(&p, &rp, &format!("{what}: params"));
+            assert_same_bits(&m, &rm, &format!("{what}: exp_avg"));
+            assert_same_bits(&v, &rv, &format!("{what}: exp_avg_sq"));
         }
     }
 }

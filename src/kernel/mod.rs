@@ -5,7 +5,14 @@
 //! [`reference::update_lane`](crate::reference::update_lane), in the same
 //! order, with the same roundings, so each is bit-identical to it.
 
+#[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+mod aarch64;
+mod dispatch;
 pub(crate) mod portable;
+#[cfg(all(target_arch = "x86_64", not(miri)))]
+mod x86_64;
+
+pub use dispatch::Kernel;
 
 use crate::hyper::{Decay, StepConstants};
 
@@ -16,27 +23,33 @@ const MAX_LANES: usize = 16;
 ///
 /// Each method must round exactly as the scalar operation of the same name in
 /// [`reference`](crate::reference) does, lane by lane.
-pub(crate) trait F32Vector: Copy {
+///
+/// # Safety
+///
+/// The methods may execute instructions of one instruction set: callers must
+/// only call them (and instantiate the generic step with the type) where the
+/// CPU supports it, which [`Kernel::is_available`] checks.
+pub(crate) unsafe trait F32Vector: Copy {
     /// Lanes per vector; at most [`MAX_LANES`].
     const LANES: usize;
     /// Loads `src[..LANES]`; panics if `src` is shorter.
-    fn load(src: &[f32]) -> Self;
+    unsafe fn load(src: &[f32]) -> Self;
     /// Stores into `dst[..LANES]`; panics if `dst` is shorter.
-    fn store(self, dst: &mut [f32]);
-    fn splat(x: f32) -> Self;
-    fn sub(self, rhs: Self) -> Self;
-    fn mul(self, rhs: Self) -> Self;
-    fn div(self, rhs: Self) -> Self;
+    unsafe fn store(self, dst: &mut [f32]);
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn sub(self, rhs: Self) -> Self;
+    unsafe fn mul(self, rhs: Self) -> Self;
+    unsafe fn div(self, rhs: Self) -> Self;
     /// Correctly rounded square root.
-    fn sqrt(self) -> Self;
+    unsafe fn sqrt(self) -> Self;
     /// `self·b + c` with one rounding.
-    fn mul_add(self, b: Self, c: Self) -> Self;
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
     /// Flips the sign bit (exact negation, also of zeros and NaN).
-    fn neg(self) -> Self;
+    unsafe fn neg(self) -> Self;
     /// `self < rhs ? rhs : self`, lane by lane (keeps NaN in `self`).
-    fn max_keep_nan(self, floor: Self) -> Self;
+    unsafe fn max_keep_nan(self, floor: Self) -> Self;
     /// `self > hi ? hi : self`, lane by lane (keeps NaN in `self`).
-    fn min_keep_nan(self, hi: Self) -> Self;
+    unsafe fn min_keep_nan(self, hi: Self) -> Self;
 }
 
 /// The step constants splatted into vectors once per call.
@@ -51,40 +64,50 @@ struct Splat<V> {
     decay: V,
 }
 
+// In the functions below, every `unsafe` operation is a method of
+// `F32Vector`: their callers guarantee its instruction set (the contract of
+// `step_generic`), so each `unsafe` block inherits that guarantee.
+
 impl<V: F32Vector> Splat<V> {
     #[inline(always)]
-    fn new(k: &StepConstants) -> Self {
+    unsafe fn new(k: &StepConstants) -> Self {
         let decay = match k.decay {
             Decay::None => 0.0,
             Decay::L2(wd) => wd,
             Decay::Decoupled(neg_lr_wd) => neg_lr_wd,
         };
-        Splat {
-            eps: V::splat(k.eps),
-            neg_clip: V::splat(-k.clip),
-            clip: V::splat(k.clip),
-            one_minus_beta1: V::splat(k.one_minus_beta1),
-            neg_lr: V::splat(k.neg_lr),
-            beta2: V::splat(k.beta2),
-            one_minus_beta2: V::splat(k.one_minus_beta2),
-            decay: V::splat(decay),
+        // SAFETY: see the note above.
+        unsafe {
+            Splat {
+                eps: V::splat(k.eps),
+                neg_clip: V::splat(-k.clip),
+                clip: V::splat(k.clip),
+                one_minus_beta1: V::splat(k.one_minus_beta1),
+                neg_lr: V::splat(k.neg_lr),
+                beta2: V::splat(k.beta2),
+                one_minus_beta2: V::splat(k.one_minus_beta2),
+                decay: V::splat(decay),
+            }
         }
     }
 }
 
 /// The gradient as the step sees it: negated if maximising, plus the L2 term.
 #[inline(always)]
-fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Splat<V>) -> V {
-    let g = if k.maximize { grad.neg() } else { grad };
-    match k.decay {
-        Decay::L2(_) => s.decay.mul_add(p, g),
-        _ => g,
+unsafe fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Splat<V>) -> V {
+    // SAFETY: see the note above.
+    unsafe {
+        let g = if k.maximize { grad.neg() } else { grad };
+        match k.decay {
+            Decay::L2(_) => s.decay.mul_add(p, g),
+            _ => g,
+        }
     }
 }
 
 /// One vector of lanes of a step after the first.
 #[inline(always)]
-fn update<V: F32Vector>(
+unsafe fn update<V: F32Vector>(
     p: &mut [f32],
     grad: &[f32],
     m: &mut [f32],
@@ -92,25 +115,28 @@ fn update<V: F32Vector>(
     k: &StepConstants,
     s: &Splat<V>,
 ) {
-    let mut pv = V::load(p);
-    let g = effective_grad(pv, V::load(grad), k, s);
-    if let Decay::Decoupled(_) = k.decay {
-        pv = s.decay.mul_add(pv, pv);
+    // SAFETY: see the note above.
+    unsafe {
+        let mut pv = V::load(p);
+        let g = effective_grad(pv, V::load(grad), k, s);
+        if let Decay::Decoupled(_) = k.decay {
+            pv = s.decay.mul_add(pv, pv);
+        }
+        let (mv, vv) = (V::load(m), V::load(v));
+        let denom = vv.sqrt().max_keep_nan(s.eps);
+        let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
+        let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
+        pv = s.neg_lr.mul_add(mv, pv);
+        let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
+        pv.store(p);
+        mv.store(m);
+        vv.store(v);
     }
-    let (mv, vv) = (V::load(m), V::load(v));
-    let denom = vv.sqrt().max_keep_nan(s.eps);
-    let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
-    let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
-    pv = s.neg_lr.mul_add(mv, pv);
-    let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
-    pv.store(p);
-    mv.store(m);
-    vv.store(v);
 }
 
 /// One vector of lanes of the first step: `v = g·g`, nothing else moves.
 #[inline(always)]
-fn initialise<V: F32Vector>(
+unsafe fn initialise<V: F32Vector>(
     p: &mut [f32],
     grad: &[f32],
     _m: &mut [f32],
@@ -118,16 +144,19 @@ fn initialise<V: F32Vector>(
     k: &StepConstants,
     s: &Splat<V>,
 ) {
-    let g = effective_grad(V::load(p), V::load(grad), k, s);
-    g.mul(g).store(v);
+    // SAFETY: see the note above.
+    unsafe {
+        let g = effective_grad(V::load(p), V::load(grad), k, s);
+        g.mul(g).store(v);
+    }
 }
 
-type VectorFn<V> = fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &StepConstants, &Splat<V>);
+type VectorFn<V> = unsafe fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &StepConstants, &Splat<V>);
 
 /// Runs `f` over whole vectors, then once over the zero-padded tail, so the
 /// tail goes through exactly the arithmetic of the body.
 #[inline(always)]
-fn for_each_vector<V: F32Vector>(
+unsafe fn for_each_vector<V: F32Vector>(
     p: &mut [f32],
     g: &[f32],
     m: &mut [f32],
@@ -135,7 +164,8 @@ fn for_each_vector<V: F32Vector>(
     k: &StepConstants,
     f: VectorFn<V>,
 ) {
-    let s = Splat::<V>::new(k);
+    // SAFETY: see the note above.
+    let s = unsafe { Splat::<V>::new(k) };
     let lanes = V::LANES;
     let chunks = p
         .chunks_exact_mut(lanes)
@@ -143,7 +173,8 @@ fn for_each_vector<V: F32Vector>(
         .zip(m.chunks_exact_mut(lanes))
         .zip(v.chunks_exact_mut(lanes));
     for (((pc, gc), mc), vc) in chunks {
-        f(pc, gc, mc, vc, k, &s);
+        // SAFETY: see the note above.
+        unsafe { f(pc, gc, mc, vc, k, &s) };
     }
     let body = p.len() - p.len() % lanes;
     let tail = p.len() - body;
@@ -154,14 +185,17 @@ fn for_each_vector<V: F32Vector>(
         buf[2][..tail].copy_from_slice(&m[body..]);
         buf[3][..tail].copy_from_slice(&v[body..]);
         let [bp, bg, bm, bv] = &mut buf;
-        f(
-            &mut bp[..lanes],
-            &bg[..lanes],
-            &mut bm[..lanes],
-            &mut bv[..lanes],
-            k,
-            &s,
-        );
+        // SAFETY: see the note above.
+        unsafe {
+            f(
+                &mut bp[..lanes],
+                &bg[..lanes],
+                &mut bm[..lanes],
+                &mut bv[..lanes],
+                k,
+                &s,
+            )
+        };
         p[body..].copy_from_slice(&bp[..tail]);
         m[body..].copy_from_slice(&bm[..tail]);
         v[body..].copy_from_slice(&bv[..tail]);
@@ -170,8 +204,12 @@ fn for_each_vector<V: F32Vector>(
 
 /// The generic step: every kernel is this function instantiated for one
 /// vector type. The four slices have equal lengths (checked by the caller).
+///
+/// # Safety
+///
+/// The CPU must support the instruction set of `V` (see [`F32Vector`]).
 #[inline(always)]
-pub(crate) fn step_generic<V: F32Vector>(
+pub(crate) unsafe fn step_generic<V: F32Vector>(
     p: &mut [f32],
     g: &[f32],
     m: &mut [f32],
@@ -179,15 +217,12 @@ pub(crate) fn step_generic<V: F32Vector>(
     k: &StepConstants,
 ) {
     debug_assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
-    if k.step == 0 {
-        for_each_vector::<V>(p, g, m, v, k, initialise::<V>);
-    } else {
-        for_each_vector::<V>(p, g, m, v, k, update::<V>);
+    // SAFETY: the caller guarantees `V`'s instruction set.
+    unsafe {
+        if k.step == 0 {
+            for_each_vector::<V>(p, g, m, v, k, initialise::<V>);
+        } else {
+            for_each_vector::<V>(p, g, m, v, k, update::<V>);
+        }
     }
-}
-
-/// Steps equal-length slices with the kernel chosen for this process.
-#[inline]
-pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
-    portable::step(p, g, m, v, k)
 }

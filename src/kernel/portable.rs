@@ -17,40 +17,42 @@ const WIDE_FMA_IS_FUSED: bool = cfg!(any(
     all(target_arch = "aarch64", target_feature = "neon"),
 ));
 
-impl F32Vector for f32x8 {
+// SAFETY: `wide` compiles `f32x8` to instructions of the build's target
+// features only, so every method is safe on any CPU that runs this build.
+unsafe impl F32Vector for f32x8 {
     const LANES: usize = 8;
 
     #[inline(always)]
-    fn load(src: &[f32]) -> Self {
+    unsafe fn load(src: &[f32]) -> Self {
         let lanes: [f32; 8] = src[..8].try_into().expect("8 lanes");
         f32x8::new(lanes)
     }
     #[inline(always)]
-    fn store(self, dst: &mut [f32]) {
+    unsafe fn store(self, dst: &mut [f32]) {
         dst[..8].copy_from_slice(&self.to_array());
     }
     #[inline(always)]
-    fn splat(x: f32) -> Self {
+    unsafe fn splat(x: f32) -> Self {
         f32x8::splat(x)
     }
     #[inline(always)]
-    fn sub(self, rhs: Self) -> Self {
+    unsafe fn sub(self, rhs: Self) -> Self {
         self - rhs
     }
     #[inline(always)]
-    fn mul(self, rhs: Self) -> Self {
+    unsafe fn mul(self, rhs: Self) -> Self {
         self * rhs
     }
     #[inline(always)]
-    fn div(self, rhs: Self) -> Self {
+    unsafe fn div(self, rhs: Self) -> Self {
         self / rhs
     }
     #[inline(always)]
-    fn sqrt(self) -> Self {
+    unsafe fn sqrt(self) -> Self {
         f32x8::sqrt(self)
     }
     #[inline(always)]
-    fn mul_add(self, b: Self, c: Self) -> Self {
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
         if WIDE_FMA_IS_FUSED {
             f32x8::mul_add(self, b, c)
         } else {
@@ -59,20 +61,21 @@ impl F32Vector for f32x8 {
         }
     }
     #[inline(always)]
-    fn neg(self) -> Self {
+    unsafe fn neg(self) -> Self {
         self ^ f32x8::splat(-0.0)
     }
     #[inline(always)]
-    fn max_keep_nan(self, floor: Self) -> Self {
+    unsafe fn max_keep_nan(self, floor: Self) -> Self {
         self.simd_lt(floor).bitselect(floor, self)
     }
     #[inline(always)]
-    fn min_keep_nan(self, hi: Self) -> Self {
+    unsafe fn min_keep_nan(self, hi: Self) -> Self {
         self.simd_gt(hi).bitselect(hi, self)
     }
 }
 
 /// The portable step.
 pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
-    super::step_generic::<f32x8>(p, g, m, v, k)
+    // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl).
+    unsafe { super::step_generic::<f32x8>(p, g, m, v, k) }
 }

@@ -1,0 +1,189 @@
+//! Choosing the kernel: once per process, cached in an atomic.
+
+use crate::hyper::StepConstants;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// A kernel: one instantiation of the generic step for an instruction set.
+///
+/// Every kernel is bit-identical to [`reference`](mod@crate::reference); they
+/// differ only in speed. [`adopt_step`](crate::adopt_step) uses
+/// [`Kernel::active`], the fastest available unless
+/// [`Kernel::force`] or the `ADOPT_KERNEL` environment variable (read once,
+/// with `std`) says otherwise.
+///
+/// ```
+/// use adopt::Kernel;
+/// println!("ADOPT kernel: {}", Kernel::active().name());
+/// assert!(Kernel::Portable.is_available());
+/// for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+///     println!("available: {kernel:?}");
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kernel {
+    /// `wide::f32x8` with the instructions the build was compiled for
+    /// (SSE2 in a default x86-64 build; an exact per-lane fma where the build
+    /// has no fused multiply-add). Available everywhere.
+    Portable,
+    /// x86-64 AVX2 + FMA, 8 lanes.
+    Avx2Fma,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512F,
+    /// aarch64 NEON, 4 lanes.
+    Neon,
+}
+
+const UNDECIDED: u8 = u8::MAX;
+
+/// The active kernel's index in [`Kernel::ALL`], or [`UNDECIDED`].
+static ACTIVE: AtomicU8 = AtomicU8::new(UNDECIDED);
+
+impl Kernel {
+    /// Every kernel, in order of preference (fastest last).
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Portable,
+        Kernel::Neon,
+        Kernel::Avx2Fma,
+        Kernel::Avx512F,
+    ];
+
+    /// A short name for logs: `"portable"`, `"avx2+fma"`, `"avx512f"`, `"neon"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kernel::Portable => "portable",
+            Kernel::Avx2Fma => "avx2+fma",
+            Kernel::Avx512F => "avx512f",
+            Kernel::Neon => "neon",
+        }
+    }
+
+    /// Whether this CPU (and build) can run the kernel. Detected at run time
+    /// with `std`, from the compile-time target features without it. Under
+    /// Miri only the portable kernel is available.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            Kernel::Avx2Fma => {
+                #[cfg(feature = "std")]
+                {
+                    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    cfg!(all(target_feature = "avx2", target_feature = "fma"))
+                }
+            }
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            Kernel::Avx512F => {
+                #[cfg(feature = "std")]
+                {
+                    std::is_x86_feature_detected!("avx512f")
+                }
+                #[cfg(not(feature = "std"))]
+                {
+                    cfg!(target_feature = "avx512f")
+                }
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+            Kernel::Neon => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The fastest kernel this CPU can run.
+    pub fn best() -> Kernel {
+        Kernel::ALL
+            .into_iter()
+            .rev()
+            .find(|k| k.is_available())
+            .unwrap_or(Kernel::Portable)
+    }
+
+    /// The kernel [`adopt_step`](crate::adopt_step) uses: the one set by
+    /// [`Kernel::force`], else the one named by the `ADOPT_KERNEL`
+    /// environment variable (with `std`; e.g. `ADOPT_KERNEL=portable`), else
+    /// [`Kernel::best`]. Decided on first use and cached.
+    pub fn active() -> Kernel {
+        match ACTIVE.load(Ordering::Relaxed) {
+            UNDECIDED => {
+                let kernel = Kernel::from_env().unwrap_or_else(Kernel::best);
+                ACTIVE.store(Kernel::index(kernel), Ordering::Relaxed);
+                kernel
+            }
+            i => Kernel::ALL[i as usize],
+        }
+    }
+
+    /// Makes every later step of this process use `kernel` (for example
+    /// `Kernel::Portable` while debugging), or, with `None`, return to
+    /// automatic choice. Returns `false`, changing nothing, if `kernel` is
+    /// not available on this CPU.
+    ///
+    /// ```
+    /// use adopt::Kernel;
+    /// assert!(Kernel::force(Some(Kernel::Portable)));
+    /// assert_eq!(Kernel::active(), Kernel::Portable);
+    /// Kernel::force(None);
+    /// assert_eq!(Kernel::active(), Kernel::best());
+    /// ```
+    pub fn force(kernel: Option<Kernel>) -> bool {
+        match kernel {
+            Some(k) if !k.is_available() => false,
+            Some(k) => {
+                ACTIVE.store(Kernel::index(k), Ordering::Relaxed);
+                true
+            }
+            None => {
+                ACTIVE.store(Kernel::index(Kernel::best()), Ordering::Relaxed);
+                true
+            }
+        }
+    }
+
+    fn index(kernel: Kernel) -> u8 {
+        Kernel::ALL.iter().position(|&k| k == kernel).unwrap_or(0) as u8
+    }
+
+    /// The available kernel named by `ADOPT_KERNEL`, if any.
+    fn from_env() -> Option<Kernel> {
+        #[cfg(all(feature = "std", not(miri)))]
+        {
+            let name = std::env::var("ADOPT_KERNEL").ok()?;
+            Kernel::ALL
+                .into_iter()
+                .find(|k| k.name() == name.trim() && k.is_available())
+        }
+        #[cfg(not(all(feature = "std", not(miri))))]
+        {
+            None
+        }
+    }
+
+    /// Steps equal-length slices with this kernel, which must be available.
+    #[inline]
+    pub(crate) fn run(
+        self,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        k: &StepConstants,
+    ) {
+        debug_assert!(self.is_available());
+        match self {
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: `Avx2Fma` is only active or requested once
+            // `is_available` detected avx2 + fma (checked by callers).
+            Kernel::Avx2Fma => unsafe { super::x86_64::step_avx2(p, g, m, v, k) },
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as above, for avx512f.
+            Kernel::Avx512F => unsafe { super::x86_64::step_avx512(p, g, m, v, k) },
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+            Kernel::Neon => super::aarch64::step_neon(p, g, m, v, k),
+            _ => super::portable::step(p, g, m, v, k),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! x86-64 kernels: AVX2+FMA (`__m256`) and AVX-512F (`__m512`).
+//!
+//! `wide` chooses its instructions at compile time, so a default build
+//! (baseline x86-64) would run its `f32x8` as two SSE halves with an unfused
+//! `mul_add` even inside a `#[target_feature]` function. These vector types
+//! use `core::arch` directly and are instantiated through thin
+//! `#[target_feature]` wrappers, chosen at run time by [`super::Kernel`].
+
+use super::F32Vector;
+use crate::hyper::StepConstants;
+use core::arch::x86_64::*;
+
+/// Eight f32 lanes in an AVX register.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(__m256);
+
+// SAFETY: every method runs AVX/AVX2/FMA instructions; the trait's contract
+// (callers guarantee the CPU supports them) is upheld by `step_avx2`, the
+// only instantiation, which `Kernel` calls only after detecting avx2 + fma.
+unsafe impl F32Vector for Avx2 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn load(src: &[f32]) -> Self {
+        assert!(src.len() >= 8);
+        // SAFETY: 8 readable lanes checked above; loadu has no alignment need.
+        Avx2(unsafe { _mm256_loadu_ps(src.as_ptr()) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32]) {
+        assert!(dst.len() >= 8);
+        // SAFETY: 8 writable lanes checked above; storeu has no alignment need.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY (this and below): AVX is available by the trait's contract.
+        Avx2(unsafe { _mm256_set1_ps(x) })
+    }
+    #[inline(always)]
+    unsafe fn sub(self, rhs: Self) -> Self {
+        Avx2(unsafe { _mm256_sub_ps(self.0, rhs.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(self, rhs: Self) -> Self {
+        Avx2(unsafe { _mm256_mul_ps(self.0, rhs.0) })
+    }
+    #[inline(always)]
+    unsafe fn div(self, rhs: Self) -> Self {
+        Avx2(unsafe { _mm256_div_ps(self.0, rhs.0) })
+    }
+    #[inline(always)]
+    unsafe fn sqrt(self) -> Self {
+        Avx2(unsafe { _mm256_sqrt_ps(self.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        Avx2(unsafe { _mm256_xor_ps(self.0, _mm256_set1_ps(-0.0)) })
+    }
+    #[inline(always)]
+    unsafe fn max_keep_nan(self, floor: Self) -> Self {
+        // Ordered compare: false for NaN, so a NaN `self` is kept.
+        unsafe {
+            let below = _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, floor.0);
+            Avx2(_mm256_blendv_ps(self.0, floor.0, below))
+        }
+    }
+    #[inline(always)]
+    unsafe fn min_keep_nan(self, hi: Self) -> Self {
+        unsafe {
+            let above = _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, hi.0);
+            Avx2(_mm256_blendv_ps(self.0, hi.0, above))
+        }
+    }
+}
+
+/// The step with AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn step_avx2(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+) {
+    // SAFETY: the caller guarantees avx2 + fma.
+    unsafe { super::step_generic::<Avx2>(p, g, m, v, k) }
+}
+
+/// Sixteen f32 lanes in an AVX-512 register.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512(__m512);
+
+// SAFETY: every method runs AVX-512F instructions; the trait's contract is
+// upheld by `step_avx512`, the only instantiation, which `Kernel` calls only
+// after detecting avx512f.
+unsafe impl F32Vector for Avx512 {
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn load(src: &[f32]) -> Self {
+        assert!(src.len() >= 16);
+        // SAFETY: 16 readable lanes checked above; loadu has no alignment need.
+        Avx512(unsafe { _mm512_loadu_ps(src.as_ptr()) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, dst: &mut [f32]) {
+        assert!(dst.len() >= 16);
+        // SAFETY: 16 writable lanes checked above.
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        // SAFETY (this and below): AVX-512F is available by the trait's contract.
+        Avx512(unsafe { _mm512_set1_ps(x) })
+    }
+    #[inline(always)]
+    unsafe fn sub(self, rhs: Self) -> Self {
+        Avx512(unsafe { _mm512_sub_ps(self.0, rhs.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(self, rhs: Self) -> Self {
+        Avx512(unsafe { _mm512_mul_ps(self.0, rhs.0) })
+    }
+    #[inline(always)]
+    unsafe fn div(self, rhs: Self) -> Self {
+        Avx512(unsafe { _mm512_div_ps(self.0, rhs.0) })
+    }
+    #[inline(always)]
+    unsafe fn sqrt(self) -> Self {
+        Avx512(unsafe { _mm512_sqrt_ps(self.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    unsafe fn neg(self) -> Self {
+        // `_mm512_xor_ps` needs AVX-512DQ; the integer xor is AVX-512F.
+        unsafe {
+            let sign = _mm512_set1_epi32(i32::MIN);
+            Avx512(_mm512_castsi512_ps(_mm512_xor_si512(
+                _mm512_castps_si512(self.0),
+                sign,
+            )))
+        }
+    }
+    #[inline(always)]
+    unsafe fn max_keep_nan(self, floor: Self) -> Self {
+        // Ordered compare: false for NaN, so a NaN `self` is kept.
+        unsafe {
+            let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, floor.0);
+            Avx512(_mm512_mask_blend_ps(below, self.0, floor.0))
+        }
+    }
+    #[inline(always)]
+    unsafe fn min_keep_nan(self, hi: Self) -> Self {
+        unsafe {
+            let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, hi.0);
+            Avx512(_mm512_mask_blend_ps(above, self.0, hi.0))
+        }
+    }
+}
+
+/// The step with AVX-512F.
+///
+/// # Safety
+/// The CPU must support `avx512f`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn step_avx512(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+) {
+    // SAFETY: the caller guarantees avx512f.
+    unsafe { super::step_generic::<Avx512>(p, g, m, v, k) }
+}

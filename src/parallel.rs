@@ -1,0 +1,51 @@
+//! Splitting large buffers across the rayon pool.
+//!
+//! The step is elementwise, so any split gives results bit-identical to a
+//! serial step: each lane sees the same operations whichever chunk holds it
+//! (the kernels' tail path runs the body's arithmetic on padded lanes).
+
+use crate::hyper::StepConstants;
+use crate::kernel::Kernel;
+
+/// Below this many lanes a step stays on the calling thread: a rayon
+/// fork/join costs more than it saves (measured in `benches/step.rs`; see
+/// BENCHMARKS.md).
+pub const PARALLEL_THRESHOLD: usize = 1 << 17;
+
+/// Lanes per parallel task at least: large enough to amortise a task, a
+/// multiple of every kernel's vector width.
+#[cfg(feature = "rayon")]
+const MIN_CHUNK: usize = 1 << 14;
+
+/// Steps equal-length slices with `kernel`, across the current rayon pool
+/// when the buffer is large and the pool has more than one thread.
+#[inline]
+pub(crate) fn run(
+    kernel: Kernel,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+) {
+    #[cfg(feature = "rayon")]
+    {
+        let threads = rayon::current_num_threads();
+        if p.len() >= PARALLEL_THRESHOLD && threads > 1 {
+            use rayon::prelude::*;
+            // A few chunks per thread balance load without many tasks.
+            let chunk = p
+                .len()
+                .div_ceil(4 * threads)
+                .next_multiple_of(64)
+                .max(MIN_CHUNK);
+            p.par_chunks_mut(chunk)
+                .zip(g.par_chunks(chunk))
+                .zip(m.par_chunks_mut(chunk))
+                .zip(v.par_chunks_mut(chunk))
+                .for_each(|(((p, g), m), v)| kernel.run(p, g, m, v, k));
+            return;
+        }
+    }
+    kernel.run(p, g, m, v, k)
+}
