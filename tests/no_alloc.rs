@@ -1,0 +1,61 @@
+//! A steady-state step performs no heap allocation: serial, split across the
+//! rayon pool, and in the reference. Counted with a global allocator.
+
+use adopt::{Hyper, State, adopt_step};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The one test of this binary, so no other test allocates meanwhile.
+#[test]
+fn steady_state_steps_do_not_allocate() {
+    let hyper = Hyper { weight_decay: 0.01, ..Hyper::default() };
+    for lanes in [0, 1, 1000, adopt::PARALLEL_THRESHOLD * 4 + 3] {
+        let mut params = vec![0.5_f32; lanes];
+        let grads = vec![0.25_f32; lanes];
+        let mut state = State::new(lanes);
+        // Warm-up: kernel detection, the rayon pool's threads, first step.
+        for _ in 0..3 {
+            adopt_step(&mut params, &grads, &mut state, &hyper).unwrap();
+            adopt::reference::adopt_step(&mut params, &grads, &mut state, &hyper).unwrap();
+        }
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            adopt_step(&mut params, &grads, &mut state, &hyper).unwrap();
+        }
+        let step = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        adopt::reference::adopt_step(&mut params, &grads, &mut state, &hyper).unwrap();
+        let reference = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(step, 0, "{lanes} lanes: 20 steps allocated {step} times");
+        assert_eq!(reference, 0, "{lanes} lanes: the reference allocated");
+        // The counter works: a Vec allocates.
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        std::hint::black_box(vec![0_u8; 16]);
+        assert!(ALLOCATIONS.load(Ordering::SeqCst) > before);
+    }
+}
