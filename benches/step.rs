@@ -110,6 +110,12 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter("dispatched"), |bench| {
             serial.install(|| bench.iter(|| b.step_with(best)))
         });
+        // Every other kernel this CPU runs (e.g. AVX2+FMA on an AVX-512 CPU).
+        for kernel in Kernel::ALL.into_iter().filter(|&k| k.is_available() && k != best && k != Kernel::Portable) {
+            group.bench_function(BenchmarkId::from_parameter(kernel.name()), |bench| {
+                serial.install(|| bench.iter(|| b.step_with(kernel)))
+            });
+        }
         group.bench_function(BenchmarkId::from_parameter("dispatched+rayon"), |bench| {
             bench.iter(|| b.step_with(best))
         });
