@@ -33,7 +33,10 @@ static GLOBAL: Counting = Counting;
 /// The one test of this binary, so no other test allocates meanwhile.
 #[test]
 fn steady_state_steps_do_not_allocate() {
-    let hyper = Hyper { weight_decay: 0.01, ..Hyper::default() };
+    let hyper = Hyper {
+        weight_decay: 0.01,
+        ..Hyper::default()
+    };
     for lanes in [0, 1, 1000, adopt::PARALLEL_THRESHOLD * 4 + 3] {
         let mut params = vec![0.5_f32; lanes];
         let grads = vec![0.25_f32; lanes];
