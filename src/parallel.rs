@@ -30,8 +30,9 @@ pub(crate) fn run(
 ) {
     #[cfg(feature = "rayon")]
     {
-        let threads = rayon::current_num_threads();
-        if p.len() >= PARALLEL_THRESHOLD && threads > 1 {
+        // Small buffers never touch the pool (not even to count its threads).
+        if p.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+            let threads = rayon::current_num_threads();
             use rayon::prelude::*;
             // A few chunks per thread balance load without many tasks.
             let chunk = p
