@@ -47,6 +47,8 @@ pub enum HyperParam {
     ClipScale,
     /// The `exponent` of [`Clip::Power`](crate::Clip::Power).
     ClipExponent,
+    /// [`Scaling::inv_scale`](crate::Scaling::inv_scale).
+    InvScale,
 }
 
 impl HyperParam {
@@ -60,15 +62,18 @@ impl HyperParam {
             HyperParam::Beta2 => "betas.1",
             HyperParam::ClipScale => "clip scale",
             HyperParam::ClipExponent => "clip exponent",
+            HyperParam::InvScale => "inv_scale",
         }
     }
 
     /// The range of values the parameter accepts, in words.
     pub const fn valid_range(self) -> &'static str {
         match self {
-            HyperParam::Lr | HyperParam::Eps | HyperParam::WeightDecay | HyperParam::ClipScale => {
-                "a finite number >= 0"
-            }
+            HyperParam::Lr
+            | HyperParam::Eps
+            | HyperParam::WeightDecay
+            | HyperParam::ClipScale
+            | HyperParam::InvScale => "a finite number >= 0",
             HyperParam::Beta1 | HyperParam::Beta2 => "a number in [0, 1)",
             HyperParam::ClipExponent => "a finite number",
         }

@@ -144,6 +144,9 @@ pub enum Decay {
 pub struct StepConstants {
     /// Steps already taken; 0 means this step only initialises `v = g·g`.
     pub step: u64,
+    /// Multiplied into the raw gradient first (mixed-precision unscaling);
+    /// `1.0` (the default) skips the multiply. See [`Scaling`].
+    pub inv_scale: f32,
     /// Whether the gradient is negated.
     pub maximize: bool,
     /// The weight-decay term.
@@ -231,6 +234,7 @@ impl Hyper {
         };
         Ok(StepConstants {
             step,
+            inv_scale: 1.0,
             maximize: self.maximize,
             decay,
             eps: self.eps as f32,
@@ -240,5 +244,61 @@ impl Hyper {
             beta2: self.betas.1 as f32,
             one_minus_beta2: (1.0 - self.betas.1) as f32,
         })
+    }
+}
+
+/// Mixed-precision gradient scaling for one step, as PyTorch's `GradScaler`
+/// provides it: the gradients were computed from `loss × scale`.
+///
+/// - `inv_scale` (`1/scale`) is multiplied into each raw gradient lane inside
+///   the kernel, before anything else (no extra pass over the gradients);
+/// - `found_inf` (a NaN or inf was found in this step's gradients, e.g. by
+///   [`grads_nonfinite`](crate::grads_nonfinite)) makes the step change
+///   nothing at all, not even the step count, so the scaler can lower its
+///   scale and retry.
+///
+/// ```
+/// use adopt::{adopt_step_scaled, grads_nonfinite, Hyper, Scaling, State};
+/// let scale = 1024.0_f32;
+/// let mut params = vec![1.0_f32; 4];
+/// let mut state = State::new(4);
+/// let scaled_grads = vec![0.5 * scale; 4];
+/// let scaling = Scaling { inv_scale: 1.0 / scale, found_inf: grads_nonfinite(&scaled_grads) };
+/// adopt_step_scaled(&mut params, &scaled_grads, &mut state, &Hyper::default(), scaling)?;
+/// assert_eq!(state.exp_avg_sq(), &[0.25; 4]); // v saw the unscaled 0.5
+///
+/// let overflowed = vec![f32::INFINITY; 4];
+/// let skip = Scaling { inv_scale: 1.0 / scale, found_inf: grads_nonfinite(&overflowed) };
+/// adopt_step_scaled(&mut params, &overflowed, &mut state, &Hyper::default(), skip)?;
+/// assert_eq!(state.step(), 1); // skipped entirely
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scaling {
+    /// `1/scale`; a finite number >= 0. `1.0` means no scaling.
+    pub inv_scale: f32,
+    /// Skip the step, changing nothing.
+    pub found_inf: bool,
+}
+
+impl Default for Scaling {
+    /// No scaling, no skip.
+    fn default() -> Self {
+        Scaling {
+            inv_scale: 1.0,
+            found_inf: false,
+        }
+    }
+}
+
+impl Scaling {
+    /// Checks `inv_scale`.
+    pub fn validate(&self) -> Result<(), Error> {
+        let value = self.inv_scale;
+        check(
+            HyperParam::InvScale,
+            value as f64,
+            value.is_finite() && value >= 0.0,
+        )
     }
 }

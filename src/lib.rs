@@ -59,6 +59,8 @@
 //!   `RAYON_NUM_THREADS` or `rayon::ThreadPoolBuilder::build_global`), or the
 //!   pool whose `install` the step runs inside; a one-thread pool keeps every
 //!   step serial.
+//! - `complex`: [`complex`] steps `num_complex::Complex32` parameters as
+//!   interleaved real lanes, zero-copy, as the reference's `view_as_real`.
 //!
 //! ## Kernels
 //!
@@ -76,6 +78,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "complex")]
+pub mod complex;
 mod error;
 mod hyper;
 mod kernel;
@@ -84,7 +88,7 @@ pub mod reference;
 mod state;
 
 pub use error::{Buffer, Error, HyperParam};
-pub use hyper::{Clip, Decay, Hyper, StepConstants};
+pub use hyper::{Clip, Decay, Hyper, Scaling, StepConstants};
 pub use kernel::Kernel;
 pub use parallel::PARALLEL_THRESHOLD;
 #[cfg(feature = "alloc")]
@@ -122,6 +126,21 @@ pub(crate) fn prepare(
         return Err(Error::StepOverflow);
     }
     hyper.constants(*state.step)
+}
+
+/// [`prepare`] with mixed-precision scaling: `None` when `found_inf` skips
+/// the step (after validating everything, so bad input still errors).
+pub(crate) fn prepare_scaled(
+    params: usize,
+    grads: usize,
+    state: &StateView<'_>,
+    hyper: &Hyper,
+    scaling: Scaling,
+) -> Result<Option<StepConstants>, Error> {
+    let mut k = prepare(params, grads, state, hyper)?;
+    scaling.validate()?;
+    k.inv_scale = scaling.inv_scale;
+    Ok((!scaling.found_inf).then_some(k))
 }
 
 /// One ADOPT step over `params` with `grads`, updating `state`.
@@ -168,20 +187,28 @@ pub fn adopt_step_view(
     state: &mut StateView<'_>,
     hyper: &Hyper,
 ) -> Result<(), Error> {
-    adopt_step_with(Kernel::active(), params, grads, state, hyper)
+    step_impl(
+        Kernel::active(),
+        params,
+        grads,
+        state,
+        hyper,
+        Scaling::default(),
+    )
 }
 
-/// [`adopt_step_view`] with a chosen [`Kernel`] instead of the active one:
-/// for tests that compare kernels and for benchmarks. Every kernel gives
+/// The step with everything explicit: a chosen [`Kernel`] instead of the
+/// active one (for tests that compare kernels, and benchmarks) and a
+/// [`Scaling`] (`Scaling::default()` for none). Every kernel gives
 /// bit-identical results.
 ///
 /// ```
-/// use adopt::{adopt_step_with, Hyper, Kernel, StateView};
+/// use adopt::{adopt_step_with, Hyper, Kernel, Scaling, StateView};
 /// for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
 ///     let mut params = [1.0_f32; 5];
 ///     let (mut m, mut v, mut step) = ([0.0; 5], [0.0; 5], 0);
 ///     let mut state = StateView::new(&mut m, &mut v, &mut step);
-///     adopt_step_with(kernel, &mut params, &[0.5; 5], &mut state, &Hyper::default())?;
+///     adopt_step_with(kernel, &mut params, &[0.5; 5], &mut state, &Hyper::default(), Scaling::default())?;
 /// }
 /// # Ok::<(), adopt::Error>(())
 /// ```
@@ -193,12 +220,65 @@ pub fn adopt_step_with(
     grads: &[f32],
     state: &mut StateView<'_>,
     hyper: &Hyper,
+    scaling: Scaling,
+) -> Result<(), Error> {
+    step_impl(kernel, params, grads, state, hyper, scaling)
+}
+
+/// [`adopt_step`] with mixed-precision [`Scaling`]: `inv_scale` is fused
+/// into the kernel's first operation on each gradient lane, and `found_inf`
+/// skips the step, changing nothing (inputs are still validated).
+#[cfg(feature = "alloc")]
+pub fn adopt_step_scaled(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut State,
+    hyper: &Hyper,
+    scaling: Scaling,
+) -> Result<(), Error> {
+    adopt_step_scaled_view(params, grads, &mut state.view_mut(), hyper, scaling)
+}
+
+/// [`adopt_step_scaled`] over a borrowed [`StateView`].
+pub fn adopt_step_scaled_view(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+    scaling: Scaling,
+) -> Result<(), Error> {
+    step_impl(Kernel::active(), params, grads, state, hyper, scaling)
+}
+
+fn step_impl(
+    kernel: Kernel,
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+    scaling: Scaling,
 ) -> Result<(), Error> {
     if !kernel.is_available() {
         return Err(Error::KernelUnavailable(kernel));
     }
-    let k = prepare(params.len(), grads.len(), state, hyper)?;
+    let Some(k) = prepare_scaled(params.len(), grads.len(), state, hyper, scaling)? else {
+        return Ok(());
+    };
     parallel::run(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k);
     *state.step += 1;
     Ok(())
+}
+
+/// Whether any gradient lane is NaN or ±inf: the check PyTorch's
+/// `GradScaler.unscale_` makes before a step, to set
+/// [`Scaling::found_inf`]. One read of the buffer, split across the rayon
+/// pool for large buffers.
+///
+/// ```
+/// assert!(!adopt::grads_nonfinite(&[1.0, -2.0, 3e38]));
+/// assert!(adopt::grads_nonfinite(&[1.0, f32::NAN]));
+/// assert!(adopt::grads_nonfinite(&[f32::NEG_INFINITY]));
+/// ```
+pub fn grads_nonfinite(grads: &[f32]) -> bool {
+    parallel::any_nonfinite(grads)
 }

@@ -50,3 +50,22 @@ pub(crate) fn run(
     }
     kernel.run(p, g, m, v, k)
 }
+
+/// Whether a chunk holds a NaN or ±inf, branch-free so it vectorises.
+fn chunk_nonfinite(chunk: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    chunk.iter().fold(false, |found, x| {
+        found | (x.to_bits() & EXPONENT == EXPONENT)
+    })
+}
+
+/// Whether any lane is NaN or ±inf, stopping at the first chunk that has one.
+pub(crate) fn any_nonfinite(grads: &[f32]) -> bool {
+    const CHUNK: usize = 4096;
+    #[cfg(feature = "rayon")]
+    if grads.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        return grads.par_chunks(CHUNK).any(chunk_nonfinite);
+    }
+    grads.chunks(CHUNK).any(chunk_nonfinite)
+}

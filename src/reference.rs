@@ -26,6 +26,7 @@
 //! [`StepConstants`] (each derived in f64 and rounded once):
 //!
 //! ```text
+//! grad = grad · inv_scale                       (only with a Scaling)
 //! g = maximize ? -grad : grad
 //! L2 decay:        g = fma(wd, p, g)
 //! t == 0:          v = g·g                      (p and m do not move)
@@ -42,7 +43,7 @@
 //! module is identical with and without `std`).
 
 use crate::error::Error;
-use crate::hyper::{Decay, Hyper, StepConstants};
+use crate::hyper::{Decay, Hyper, Scaling, StepConstants};
 #[cfg(feature = "alloc")]
 use crate::state::State;
 use crate::state::StateView;
@@ -71,6 +72,13 @@ pub fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
 /// One lane of one step: updates `p`, `m` (`exp_avg`) and `v` (`exp_avg_sq`)
 /// from the gradient `grad`.
 pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepConstants) {
+    // Mixed-precision unscaling comes first; `x · 1.0 == x`, so skipping the
+    // multiply at 1.0 changes no bits.
+    let grad = if k.inv_scale != 1.0 {
+        grad * k.inv_scale
+    } else {
+        grad
+    };
     let mut g = if k.maximize { -grad } else { grad };
     if let Decay::L2(wd) = k.decay {
         g = fma(wd, *p, g);
@@ -99,7 +107,20 @@ pub fn adopt_step_view(
     state: &mut StateView<'_>,
     hyper: &Hyper,
 ) -> Result<(), Error> {
-    let k = crate::prepare(params.len(), grads.len(), state, hyper)?;
+    adopt_step_scaled_view(params, grads, state, hyper, Scaling::default())
+}
+
+/// The reference form of [`adopt_step_scaled_view`](crate::adopt_step_scaled_view).
+pub fn adopt_step_scaled_view(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+    scaling: Scaling,
+) -> Result<(), Error> {
+    let Some(k) = crate::prepare_scaled(params.len(), grads.len(), state, hyper, scaling)? else {
+        return Ok(()); // found_inf: the step is skipped
+    };
     let lanes = params
         .iter_mut()
         .zip(grads)

@@ -396,3 +396,66 @@ fn error_messages_name_the_buffer_and_parameter() {
     let boxed: Box<dyn std::error::Error> = Box::new(Error::StepOverflow);
     assert!(boxed.to_string().contains("u64::MAX"));
 }
+
+#[test]
+fn bad_inv_scale_is_refused_and_found_inf_changes_nothing() {
+    use adopt::{Scaling, adopt_step_scaled};
+    let cases = [
+        (f32::NAN, f64::NAN),
+        (f32::INFINITY, f64::INFINITY),
+        (-1.0, -1.0),
+        (-f32::MIN_POSITIVE, -f32::MIN_POSITIVE as f64),
+    ];
+    for (inv_scale, value) in cases {
+        for found_inf in [false, true] {
+            let mut p = vec![1.0_f32; 5];
+            let mut state = State::from_parts(vec![0.5; 5], vec![2.0; 5], 3);
+            let got = adopt_step_scaled(
+                &mut p,
+                &[1.0; 5],
+                &mut state,
+                &Hyper::default(),
+                Scaling {
+                    inv_scale,
+                    found_inf,
+                },
+            );
+            assert_eq!(
+                got,
+                Err(Error::InvalidHyper {
+                    param: HyperParam::InvScale,
+                    value
+                })
+            );
+            assert_eq!(state, State::from_parts(vec![0.5; 5], vec![2.0; 5], 3));
+            assert_eq!(p, vec![1.0; 5]);
+        }
+    }
+    // found_inf with valid input: Ok, and nothing moves, not even the step.
+    let mut p = vec![1.0_f32, f32::NAN, -0.0];
+    let mut state = State::from_parts(vec![0.5; 3], vec![2.0; 3], 3);
+    let skip = Scaling {
+        inv_scale: 0.5,
+        found_inf: true,
+    };
+    adopt_step_scaled(
+        &mut p,
+        &[f32::INFINITY, 1.0, 2.0],
+        &mut state,
+        &Hyper::default(),
+        skip,
+    )
+    .unwrap();
+    assert_eq!(state, State::from_parts(vec![0.5; 3], vec![2.0; 3], 3));
+    assert_same_bits(&p, &[1.0, f32::NAN, -0.0], "found_inf: params");
+    // found_inf does not hide other bad input.
+    let got = adopt_step_scaled(&mut p, &[1.0; 2], &mut state, &Hyper::default(), skip);
+    assert_eq!(
+        got,
+        Err(Error::LengthMismatch {
+            buffer: Buffer::Grads,
+            expected: 3,
+            got: 2
+        })
+    );
+}

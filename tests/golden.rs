@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 struct Case {
     name: String,
+    complex: bool,
     lanes: usize,
     steps: usize,
     hyper: Hyper,
@@ -52,6 +53,7 @@ impl Case {
         );
         Case {
             name: meta["name"].as_str().unwrap().to_owned(),
+            complex: meta["dtype"].as_str().unwrap() == "c64",
             lanes,
             steps,
             hyper,
@@ -153,4 +155,66 @@ fn golden_trajectories_within_tolerance() {
             case.name, worst
         );
     }
+}
+
+/// The complex cases through the complex API (`Complex32` buffers).
+#[cfg(feature = "complex")]
+#[test]
+fn golden_complex_cases_through_the_complex_api() {
+    use adopt::complex::{Complex32, adopt_step_complex, as_lanes};
+    let to_complex = |lanes: &[f32]| -> Vec<Complex32> {
+        lanes
+            .chunks_exact(2)
+            .map(|c| Complex32::new(c[0], c[1]))
+            .collect()
+    };
+    let mut seen = 0;
+    for path in cases() {
+        let case = Case::load(&path);
+        if !case.complex {
+            continue;
+        }
+        seen += 1;
+        let mut params = to_complex(case.param0());
+        let mut state = State::new(case.lanes);
+        for t in 0..case.steps {
+            adopt_step_complex(
+                &mut params,
+                &to_complex(case.grad(t)),
+                &mut state,
+                &case.hyper,
+            )
+            .unwrap();
+            let abs = 1e-4 * case.hyper.lr * (t + 1) as f64;
+            check_close(
+                as_lanes(&params),
+                case.param_after(t),
+                1e-6,
+                abs,
+                &format!("{} (complex API) step {}", case.name, t + 1),
+            );
+        }
+        // Bit-identical to the f32 path on the interleaved lanes.
+        let mut lanes = case.param0().to_vec();
+        let mut lane_state = State::new(case.lanes);
+        for t in 0..case.steps {
+            adopt_step(&mut lanes, case.grad(t), &mut lane_state, &case.hyper).unwrap();
+        }
+        assert!(
+            as_lanes(&params)
+                .iter()
+                .zip(&lanes)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+        );
+        let same = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+        };
+        assert!(
+            same(state.exp_avg(), lane_state.exp_avg())
+                && same(state.exp_avg_sq(), lane_state.exp_avg_sq())
+        );
+    }
+    assert_eq!(seen, 2, "the two complex golden cases");
 }

@@ -5,7 +5,9 @@
 
 mod common;
 
-use adopt::{Error, Hyper, Kernel, StateView, adopt_step_view, adopt_step_with, reference};
+use adopt::{
+    Error, Hyper, Kernel, Scaling, StateView, adopt_step_scaled_view, adopt_step_with, reference,
+};
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
 
@@ -18,12 +20,22 @@ struct Buffers {
     step: u64,
 }
 
-type StepFn =
-    Box<dyn Fn(&mut [f32], &[f32], &mut StateView<'_>, &Hyper) -> Result<(), Error> + Send + Sync>;
+type StepFn = Box<
+    dyn Fn(&mut [f32], &[f32], &mut StateView<'_>, &Hyper, Scaling) -> Result<(), Error>
+        + Send
+        + Sync,
+>;
 
 /// Steps `b` with `f` and with the reference over `grads`, one step per grad
 /// vector, and checks bits, errors and step counts agree after each step.
-fn compare(f: &StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hyper) {
+fn compare(
+    f: &StepFn,
+    name: &str,
+    b: &Buffers,
+    grads: &[Vec<f32>],
+    hyper: &Hyper,
+    scaling: Scaling,
+) {
     let (mut x, mut r) = (b.clone(), b.clone());
     for (i, g) in grads.iter().enumerate() {
         let got = f(
@@ -31,12 +43,14 @@ fn compare(f: &StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hype
             g,
             &mut StateView::new(&mut x.m, &mut x.v, &mut x.step),
             hyper,
+            scaling,
         );
-        let want = reference::adopt_step_view(
+        let want = reference::adopt_step_scaled_view(
             &mut r.p,
             g,
             &mut StateView::new(&mut r.m, &mut r.v, &mut r.step),
             hyper,
+            scaling,
         );
         assert_eq!(got, want, "{name}: results differ at step {i}");
         assert_eq!(x.step, r.step, "{name}: step counts differ");
@@ -50,13 +64,14 @@ fn compare(f: &StepFn, name: &str, b: &Buffers, grads: &[Vec<f32>], hyper: &Hype
 /// The kernels under test: the dispatched entry point and every kernel this
 /// CPU supports, called directly (not only the one dispatch picks).
 fn kernels() -> Vec<(&'static str, StepFn)> {
-    let mut all: Vec<(&'static str, StepFn)> = vec![("dispatched", Box::new(adopt_step_view))];
+    let mut all: Vec<(&'static str, StepFn)> =
+        vec![("dispatched", Box::new(adopt_step_scaled_view))];
     for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
         all.push((
             kernel.name(),
             Box::new(
-                move |p: &mut [f32], g: &[f32], s: &mut StateView<'_>, h: &Hyper| {
-                    adopt_step_with(kernel, p, g, s, h)
+                move |p: &mut [f32], g: &[f32], s: &mut StateView<'_>, h: &Hyper, c: Scaling| {
+                    adopt_step_with(kernel, p, g, s, h, c)
                 },
             ),
         ));
@@ -74,15 +89,38 @@ fn buffers(len: usize) -> impl Strategy<Value = Buffers> {
         .prop_map(|(p, m, v, step)| Buffers { p, m, v, step })
 }
 
-fn run(
-    len: std::ops::Range<usize>,
-    steps: std::ops::Range<usize>,
-) -> impl Strategy<Value = (Buffers, Vec<Vec<f32>>, Hyper)> {
+/// Mostly no scaling; otherwise edge `inv_scale` values (some invalid) and
+/// sometimes `found_inf`.
+fn scaling() -> impl Strategy<Value = Scaling> {
+    let inv_scale = prop::sample::select(vec![
+        1.0,
+        0.5,
+        1.0 / 65536.0,
+        3.0,
+        0.0,
+        f32::from_bits(1),
+        1e30,
+        f32::MAX,
+        f32::INFINITY,
+        f32::NAN,
+        -1.0,
+    ]);
+    prop_oneof![
+        3 => Just(Scaling::default()),
+        2 => (inv_scale, prop::bool::weighted(0.2))
+            .prop_map(|(inv_scale, found_inf)| Scaling { inv_scale, found_inf }),
+    ]
+}
+
+type Run = (Buffers, Vec<Vec<f32>>, Hyper, Scaling);
+
+fn run(len: std::ops::Range<usize>, steps: std::ops::Range<usize>) -> impl Strategy<Value = Run> {
     (len, steps).prop_flat_map(|(len, steps)| {
         (
             buffers(len),
             prop::collection::vec(prop::collection::vec(value(), len), steps),
             hyper(),
+            scaling(),
         )
     })
 }
@@ -91,18 +129,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 2000 }, ..ProptestConfig::default() })]
 
     #[test]
-    fn single_step_matches_reference((b, grads, h) in run(0..70, 1..2)) {
+    fn single_step_matches_reference((b, grads, h, c) in run(0..70, 1..2)) {
         for (name, f) in &kernels() {
-            compare(f, name, &b, &grads, &h);
+            compare(f, name, &b, &grads, &h, c);
         }
     }
 
     #[test]
-    fn multi_step_runs_match_reference((b, grads, h) in run(0..40, 2..8)) {
+    fn multi_step_runs_match_reference((b, grads, h, c) in run(0..40, 2..8)) {
         let fresh = Buffers { m: vec![0.0; b.p.len()], v: vec![0.0; b.p.len()], step: 0, ..b.clone() };
         for (name, f) in &kernels() {
-            compare(f, name, &b, &grads, &h);
-            compare(f, name, &fresh, &grads, &h);
+            compare(f, name, &b, &grads, &h, c);
+            compare(f, name, &fresh, &grads, &h, c);
         }
     }
 }
@@ -171,6 +209,7 @@ fn lengths_offsets_and_canaries() {
                                 &mut xs,
                             ),
                             h,
+                            Scaling::default(),
                         )
                         .unwrap();
                         reference::adopt_step_view(
@@ -220,6 +259,7 @@ fn every_listed_kernel_reports_availability_consistently() {
                 &[1.0],
                 &mut state.view_mut(),
                 &Hyper::default(),
+                Scaling::default(),
             );
             assert_eq!(got, Err(Error::KernelUnavailable(kernel)));
             assert_eq!(state.step(), 0);
@@ -289,6 +329,7 @@ fn parallel_chunks_match_reference() {
                         g,
                         &mut StateView::new(&mut m, &mut v, &mut s),
                         &hyper,
+                        Scaling::default(),
                     )
                     .unwrap();
                 }

@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use adopt::{Clip, Error, Hyper, Kernel, StateView, adopt_step_with, reference};
+use adopt::{Clip, Error, Hyper, Kernel, Scaling, StateView, adopt_step_with, reference};
 use libfuzzer_sys::fuzz_target;
 
 /// Reads the fuzzer's bytes; past the end every read is zero.
@@ -103,6 +103,23 @@ fn same(a: &[f32], b: &[f32]) -> bool {
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let hyper = hyper(&mut b);
+    let scaling = match b.u8() % 4 {
+        0 | 1 => Scaling::default(),
+        _ => Scaling {
+            inv_scale: [
+                1.0,
+                0.5,
+                1.0 / 65536.0,
+                0.0,
+                f32::from_bits(1),
+                1e30,
+                f32::INFINITY,
+                f32::NAN,
+                -1.0,
+            ][b.u8() as usize % 9],
+            found_inf: b.u8() % 5 == 0,
+        },
+    };
     let len = b.u8() as usize;
     let offset = (b.u8() % 17) as usize;
     let steps = 1 + b.u8() % 8;
@@ -140,12 +157,14 @@ fuzz_target!(|data: &[u8]| {
                 &g[r.clone()],
                 &mut StateView::new(&mut xm[r.clone()], &mut xv[r.clone()], &mut xs),
                 &hyper,
+                scaling,
             );
-            let want = reference::adopt_step_view(
+            let want = reference::adopt_step_scaled_view(
                 &mut rp[r.clone()],
                 &g[r.clone()],
                 &mut StateView::new(&mut rm[r.clone()], &mut rv[r.clone()], &mut rs),
                 &hyper,
+                scaling,
             );
             assert_eq!(got, want, "{kernel:?}: results differ, hyper {hyper:?}");
             assert_eq!(xs, rs, "{kernel:?}: step counts differ");
@@ -153,7 +172,7 @@ fuzz_target!(|data: &[u8]| {
                 same(&xp, &rp) && same(&xm, &rm) && same(&xv, &rv),
                 "{kernel:?}: bits differ, hyper {hyper:?}"
             );
-            if got.is_err() {
+            if got.is_err() || scaling.found_inf {
                 assert!(
                     same(&xp, &before.0)
                         && same(&xm, &before.1)

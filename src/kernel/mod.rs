@@ -54,6 +54,7 @@ pub(crate) unsafe trait F32Vector: Copy {
 
 /// The step constants splatted into vectors once per call.
 struct Splat<V> {
+    inv_scale: V,
     eps: V,
     neg_clip: V,
     clip: V,
@@ -79,6 +80,7 @@ impl<V: F32Vector> Splat<V> {
         // SAFETY: see the note above.
         unsafe {
             Splat {
+                inv_scale: V::splat(k.inv_scale),
                 eps: V::splat(k.eps),
                 neg_clip: V::splat(-k.clip),
                 clip: V::splat(k.clip),
@@ -92,11 +94,17 @@ impl<V: F32Vector> Splat<V> {
     }
 }
 
-/// The gradient as the step sees it: negated if maximising, plus the L2 term.
+/// The gradient as the step sees it: unscaled, negated if maximising, plus
+/// the L2 term.
 #[inline(always)]
 unsafe fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Splat<V>) -> V {
     // SAFETY: see the note above.
     unsafe {
+        let grad = if k.inv_scale != 1.0 {
+            grad.mul(s.inv_scale)
+        } else {
+            grad
+        };
         let g = if k.maximize { grad.neg() } else { grad };
         match k.decay {
             Decay::L2(_) => s.decay.mul_add(p, g),

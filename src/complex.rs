@@ -1,0 +1,63 @@
+//! Complex parameters as interleaved real lanes (feature `complex`).
+//!
+//! The reference treats a complex tensor as its real view
+//! (`torch.view_as_real`): each `Complex32` is two f32 lanes, `re` then `im`,
+//! stepped independently. These functions reinterpret the caller's slices in
+//! place through `bytemuck` (no copy), so the state has `2 × elements` lanes
+//! and the results are bit-identical to the f32 step on the interleaved
+//! lanes.
+
+use crate::{Error, Hyper, StateView, adopt_step_view};
+/// The complex type this module steps, re-exported from `num-complex`.
+pub use num_complex::Complex32;
+
+/// The interleaved f32 lanes of complex values (zero-copy).
+///
+/// ```
+/// use adopt::complex::Complex32;
+/// let z = [Complex32::new(1.0, -2.0), Complex32::new(3.0, 4.0)];
+/// assert_eq!(adopt::complex::as_lanes(&z), &[1.0, -2.0, 3.0, 4.0]);
+/// ```
+pub fn as_lanes(values: &[Complex32]) -> &[f32] {
+    bytemuck::cast_slice(values)
+}
+
+/// The interleaved f32 lanes of complex values, mutable (zero-copy).
+pub fn as_lanes_mut(values: &mut [Complex32]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(values)
+}
+
+/// [`adopt_step_view`] for complex parameters: the state has `2 ×
+/// params.len()` lanes (interleaved `re`, `im`).
+pub fn adopt_step_complex_view(
+    params: &mut [Complex32],
+    grads: &[Complex32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    adopt_step_view(as_lanes_mut(params), as_lanes(grads), state, hyper)
+}
+
+/// [`adopt_step`](crate::adopt_step) for complex parameters: create the state
+/// with `State::new(2 * params.len())`.
+///
+/// ```
+/// use adopt::{complex::{adopt_step_complex, Complex32}, Hyper, State};
+/// let mut params = vec![Complex32::new(1.0, 1.0); 4];
+/// let grads = vec![Complex32::new(0.5, -0.5); 4];
+/// let mut state = State::new(2 * params.len());
+/// for _ in 0..3 {
+///     adopt_step_complex(&mut params, &grads, &mut state, &Hyper::default())?;
+/// }
+/// assert!(params[0].re < 1.0 && params[0].im > 1.0);
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[cfg(feature = "alloc")]
+pub fn adopt_step_complex(
+    params: &mut [Complex32],
+    grads: &[Complex32],
+    state: &mut crate::State,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    adopt_step_complex_view(params, grads, &mut state.view_mut(), hyper)
+}
