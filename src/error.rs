@@ -49,6 +49,8 @@ pub enum HyperParam {
     ClipExponent,
     /// [`Scaling::inv_scale`](crate::Scaling::inv_scale).
     InvScale,
+    /// `max_lr` of [`DecayScaling::Corrected`](crate::DecayScaling::Corrected).
+    MaxLr,
 }
 
 impl HyperParam {
@@ -63,6 +65,7 @@ impl HyperParam {
             HyperParam::ClipScale => "clip scale",
             HyperParam::ClipExponent => "clip exponent",
             HyperParam::InvScale => "inv_scale",
+            HyperParam::MaxLr => "max_lr",
         }
     }
 
@@ -76,6 +79,7 @@ impl HyperParam {
             | HyperParam::InvScale => "a finite number >= 0",
             HyperParam::Beta1 | HyperParam::Beta2 => "a number in [0, 1)",
             HyperParam::ClipExponent => "a finite number",
+            HyperParam::MaxLr => "a finite number > 0",
         }
     }
 }

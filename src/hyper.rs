@@ -97,6 +97,42 @@ pub struct Hyper {
     pub maximize: bool,
     /// The clip schedule. Default `Clip::Power { scale: 1.0, exponent: 0.25 }`.
     pub clip: Clip,
+    /// How decoupled decay (`decouple: true`) is scaled; ignored for L2.
+    /// Default [`DecayScaling::Lr`], the reference's `p -= lr·wd·p`.
+    pub decay_scaling: DecayScaling,
+    /// Nesterov momentum as optax's `adopt(nesterov=True)`: the parameter
+    /// moves by `β1·m + (1-β1)·ĝ` (with the new `m`) instead of `m`.
+    /// Default `false`.
+    pub nesterov: bool,
+}
+
+/// How decoupled weight decay is scaled, as the peers define it.
+///
+/// ```
+/// use adopt::{Decay, DecayScaling, Hyper};
+/// let lr_scaled = Hyper { lr: 0.01, weight_decay: 0.1, decouple: true, ..Hyper::default() };
+/// assert_eq!(lr_scaled.constants(1)?.decay, Decay::Decoupled(-(0.01_f64 * 0.1) as f32));
+/// let fixed = Hyper { decay_scaling: DecayScaling::Fixed, ..lr_scaled };
+/// assert_eq!(fixed.constants(1)?.decay, Decay::Decoupled(-0.1));
+/// let corrected = Hyper { decay_scaling: DecayScaling::Corrected { max_lr: 0.02 }, ..lr_scaled };
+/// assert_eq!(corrected.constants(1)?.decay, Decay::Decoupled(-(0.01_f64 * 0.01 / 0.02 * 0.1) as f32));
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum DecayScaling {
+    /// `p -= lr·wd·p` (the reference, AdamW).
+    #[default]
+    Lr,
+    /// `p -= wd·p`, not scaled by the learning rate (pytorch-optimizer's
+    /// `fixed_decay`).
+    Fixed,
+    /// `p -= (lr²/max_lr)·wd·p` (timm's `corrected_weight_decay`), so that
+    /// decay follows the square of a learning-rate schedule peaking at
+    /// `max_lr`.
+    Corrected {
+        /// The schedule's peak learning rate; a finite number > 0.
+        max_lr: f64,
+    },
 }
 
 impl Default for Hyper {
@@ -110,6 +146,8 @@ impl Default for Hyper {
             decouple: false,
             maximize: false,
             clip: Clip::default(),
+            decay_scaling: DecayScaling::Lr,
+            nesterov: false,
         }
     }
 }
@@ -122,7 +160,8 @@ pub enum Decay {
     /// L2: `g = fma(wd, p, g)` with the given `wd` as f32.
     L2(f32),
     /// Decoupled: `p = fma(neg_lr_wd, p, p)` on steps after the first, with
-    /// the given `-(lr·wd)` as f32.
+    /// the given `-(lr·wd)` (or `-wd`, `-(lr²/max_lr)·wd`, see
+    /// [`DecayScaling`]) as f32.
     Decoupled(f32),
 }
 
@@ -158,6 +197,10 @@ pub struct StepConstants {
     pub clip: f32,
     /// `1 - β1` as f32: the weight of the lerp `m += (1-β1)(ĝ - m)`.
     pub one_minus_beta1: f32,
+    /// `β1` as f32, used only with Nesterov momentum.
+    pub beta1: f32,
+    /// Whether the parameter moves by `fma(β1, m, (1-β1)·ĝ)` instead of `m`.
+    pub nesterov: bool,
     /// `-lr` as f32.
     pub neg_lr: f32,
     /// `β2` as f32.
@@ -206,6 +249,14 @@ impl Hyper {
                 check(HyperParam::ClipExponent, exponent, exponent.is_finite())
             }
             Clip::None | Clip::Custom(_) => Ok(()),
+        }?;
+        match self.decay_scaling {
+            DecayScaling::Corrected { max_lr } => check(
+                HyperParam::MaxLr,
+                max_lr,
+                max_lr.is_finite() && max_lr > 0.0,
+            ),
+            DecayScaling::Lr | DecayScaling::Fixed => Ok(()),
         }
     }
 
@@ -228,7 +279,12 @@ impl Hyper {
         let decay = if self.weight_decay == 0.0 {
             Decay::None
         } else if self.decouple {
-            Decay::Decoupled(-((self.lr * self.weight_decay) as f32))
+            let rate = match self.decay_scaling {
+                DecayScaling::Lr => self.lr,
+                DecayScaling::Fixed => 1.0,
+                DecayScaling::Corrected { max_lr } => self.lr * self.lr / max_lr,
+            };
+            Decay::Decoupled(-((rate * self.weight_decay) as f32))
         } else {
             Decay::L2(self.weight_decay as f32)
         };
@@ -240,6 +296,8 @@ impl Hyper {
             eps: self.eps as f32,
             clip,
             one_minus_beta1: (1.0 - self.betas.0) as f32,
+            beta1: self.betas.0 as f32,
+            nesterov: self.nesterov,
             neg_lr: (-self.lr) as f32,
             beta2: self.betas.1 as f32,
             one_minus_beta2: (1.0 - self.betas.1) as f32,

@@ -88,7 +88,7 @@ pub mod reference;
 mod state;
 
 pub use error::{Buffer, Error, HyperParam};
-pub use hyper::{Clip, Decay, Hyper, Scaling, StepConstants};
+pub use hyper::{Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants};
 pub use kernel::Kernel;
 pub use parallel::PARALLEL_THRESHOLD;
 #[cfg(feature = "alloc")]

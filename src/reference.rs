@@ -31,11 +31,12 @@
 //! L2 decay:        g = fma(wd, p, g)
 //! t == 0:          v = g·g                      (p and m do not move)
 //! t >= 1:
-//!   decoupled:     p = fma(-(lr·wd), p, p)
+//!   decoupled:     p = fma(-(lr·wd), p, p)       (or -wd, -(lr²/max_lr)·wd)
 //!   ĝ = g / max(sqrt(v), eps)                  (NaN stays NaN)
 //!   ĝ = clamp(ĝ, -c(t), c(t))                  (NaN stays NaN)
 //!   m = fma(1-β1, ĝ - m, m)                    (torch's lerp)
-//!   p = fma(-lr, m, p)
+//!   u = nesterov ? fma(β1, m, (1-β1)·ĝ) : m    (optax's nesterov)
+//!   p = fma(-lr, u, p)
 //!   v = fma((1-β2)·g, g, β2·v)                 (torch's addcmul)
 //! ```
 //!
@@ -95,7 +96,13 @@ pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepCon
     let denom = max_keep_nan(libm::sqrtf(*v), k.eps);
     let normed = clamp_keep_nan(g / denom, -k.clip, k.clip);
     *m = fma(k.one_minus_beta1, normed - *m, *m);
-    *p = fma(k.neg_lr, *m, *p);
+    let update = if k.nesterov {
+        // optax's `b1 * m + (1 - b1) * g` with the new m, one fused step.
+        fma(k.beta1, *m, k.one_minus_beta1 * normed)
+    } else {
+        *m
+    };
+    *p = fma(k.neg_lr, update, *p);
     *v = fma(k.one_minus_beta2 * g, g, k.beta2 * *v);
 }
 

@@ -32,6 +32,12 @@ fn hyper_error(param: HyperParam, value: f64) -> Error {
 
 fn cases() -> Vec<Case> {
     let d = Hyper::default();
+    let corrected = |max_lr| Hyper {
+        weight_decay: 0.1,
+        decouple: true,
+        decay_scaling: adopt::DecayScaling::Corrected { max_lr },
+        ..d
+    };
     let ok = (5, 5, 5, 5);
     let case = |what, lanes, step, hyper, want| Case {
         what,
@@ -41,6 +47,27 @@ fn cases() -> Vec<Case> {
         want,
     };
     vec![
+        case(
+            "max_lr zero",
+            (5, 5, 5, 5),
+            3,
+            corrected(0.0),
+            hyper_error(HyperParam::MaxLr, 0.0),
+        ),
+        case(
+            "max_lr NaN",
+            (5, 5, 5, 5),
+            0,
+            corrected(f64::NAN),
+            hyper_error(HyperParam::MaxLr, f64::NAN),
+        ),
+        case(
+            "max_lr infinite",
+            (5, 5, 5, 5),
+            3,
+            corrected(f64::INFINITY),
+            hyper_error(HyperParam::MaxLr, f64::INFINITY),
+        ),
         case(
             "grads short",
             (5, 4, 5, 5),

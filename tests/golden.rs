@@ -37,6 +37,7 @@ impl Case {
             decouple: h["decouple"].as_bool().unwrap(),
             maximize: h["maximize"].as_bool().unwrap(),
             clip,
+            ..Hyper::default()
         };
         let bytes = std::fs::read(json.with_extension("bin")).unwrap();
         let data: Vec<f32> = bytes

@@ -7,7 +7,9 @@
 
 #![no_main]
 
-use adopt::{Clip, Error, Hyper, Kernel, Scaling, StateView, adopt_step_with, reference};
+use adopt::{
+    Clip, DecayScaling, Error, Hyper, Kernel, Scaling, StateView, adopt_step_with, reference,
+};
 use libfuzzer_sys::fuzz_target;
 
 /// Reads the fuzzer's bytes; past the end every read is zero.
@@ -90,6 +92,15 @@ fn hyper(b: &mut Bytes<'_>) -> Hyper {
         decouple: flags & 1 != 0,
         maximize: flags & 2 != 0,
         clip,
+        decay_scaling: match flags >> 4 & 3 {
+            0 => DecayScaling::Lr,
+            1 => DecayScaling::Fixed,
+            2 => DecayScaling::Corrected { max_lr: 0.02 },
+            _ => DecayScaling::Corrected {
+                max_lr: b.pick(&[0.0, 1e-30, -1.0, f64::NAN]),
+            },
+        },
+        nesterov: flags & 4 != 0,
     }
 }
 

@@ -59,6 +59,7 @@ struct Splat<V> {
     neg_clip: V,
     clip: V,
     one_minus_beta1: V,
+    beta1: V,
     neg_lr: V,
     beta2: V,
     one_minus_beta2: V,
@@ -85,6 +86,7 @@ impl<V: F32Vector> Splat<V> {
                 neg_clip: V::splat(-k.clip),
                 clip: V::splat(k.clip),
                 one_minus_beta1: V::splat(k.one_minus_beta1),
+                beta1: V::splat(k.beta1),
                 neg_lr: V::splat(k.neg_lr),
                 beta2: V::splat(k.beta2),
                 one_minus_beta2: V::splat(k.one_minus_beta2),
@@ -134,7 +136,12 @@ unsafe fn update<V: F32Vector>(
         let denom = vv.sqrt().max_keep_nan(s.eps);
         let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
         let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
-        pv = s.neg_lr.mul_add(mv, pv);
+        let update = if k.nesterov {
+            s.beta1.mul_add(mv, s.one_minus_beta1.mul(normed))
+        } else {
+            mv
+        };
+        pv = s.neg_lr.mul_add(update, pv);
         let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
         pv.store(p);
         mv.store(m);

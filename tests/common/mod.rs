@@ -19,7 +19,7 @@ pub fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-use adopt::{Clip, Hyper};
+use adopt::{Clip, DecayScaling, Hyper};
 use proptest::prelude::*;
 
 /// f32 values with heavy weight on the edges: NaN, ±inf, ±0, subnormals,
@@ -123,18 +123,18 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
         Clip::Custom(clip_negative),
         Clip::Custom(clip_decreasing),
     ]);
-    (
-        lr,
-        beta.clone(),
-        beta,
-        eps,
-        wd,
-        any::<bool>(),
-        any::<bool>(),
-        clip,
-    )
-        .prop_map(
-            |(lr, b1, b2, eps, weight_decay, decouple, maximize, clip)| Hyper {
+    let decay_scaling = prop::sample::select(vec![
+        DecayScaling::Lr,
+        DecayScaling::Lr,
+        DecayScaling::Fixed,
+        DecayScaling::Corrected { max_lr: 0.02 },
+        DecayScaling::Corrected { max_lr: 1e-30 },
+        DecayScaling::Corrected { max_lr: 0.0 },
+    ]);
+    let flags = (any::<bool>(), any::<bool>(), prop::bool::weighted(0.3));
+    (lr, beta.clone(), beta, eps, wd, flags, clip, decay_scaling).prop_map(
+        |(lr, b1, b2, eps, weight_decay, (decouple, maximize, nesterov), clip, decay_scaling)| {
+            Hyper {
                 lr,
                 betas: (b1, b2),
                 eps,
@@ -142,6 +142,9 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
                 decouple,
                 maximize,
                 clip,
-            },
-        )
+                decay_scaling,
+                nesterov,
+            }
+        },
+    )
 }
