@@ -5,6 +5,9 @@ use core::fmt;
 /// Which caller buffer a [`Error::LengthMismatch`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Buffer {
+    /// The parameter slice handed to [`Adopt::step`](crate::Adopt::step),
+    /// against the lanes it was registered with.
+    Params,
     /// The gradient slice passed next to the parameters.
     Grads,
     /// The first moment `m` (`exp_avg`) held by the state.
@@ -17,6 +20,7 @@ impl Buffer {
     /// The buffer's name as the reference implementation spells it.
     pub const fn name(self) -> &'static str {
         match self {
+            Buffer::Params => "params",
             Buffer::Grads => "grads",
             Buffer::ExpAvg => "exp_avg",
             Buffer::ExpAvgSq => "exp_avg_sq",
@@ -146,6 +150,102 @@ pub enum Error {
     /// [`adopt_step_with`](crate::adopt_step_with) was asked for a kernel
     /// this CPU cannot run.
     KernelUnavailable(crate::Kernel),
+    /// A [`ParamId`](crate::ParamId) the optimizer never issued.
+    #[cfg(feature = "alloc")]
+    UnknownParam(crate::ParamId),
+    /// A [`GroupId`](crate::GroupId) the optimizer never issued.
+    #[cfg(feature = "alloc")]
+    UnknownGroup(crate::GroupId),
+    /// The same parameter appears twice in one step.
+    #[cfg(feature = "alloc")]
+    DuplicateParam(crate::ParamId),
+    /// A checkpoint could not be written or read; see [`CheckpointError`].
+    Checkpoint(CheckpointError),
+}
+
+/// What is wrong with a checkpoint (see [`checkpoint`](crate::checkpoint)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// The data does not start with the magic bytes `ADOPTCK\0`.
+    BadMagic,
+    /// A format version this build cannot read (newer than it knows).
+    UnsupportedVersion(u32),
+    /// The data ends before the structure it describes.
+    Truncated,
+    /// Bytes follow the end of the checkpoint.
+    TrailingBytes,
+    /// The CRC-32 over the data does not match: the bytes were changed.
+    ChecksumMismatch {
+        /// The checksum stored in the checkpoint.
+        stored: u32,
+        /// The checksum of the bytes read.
+        computed: u32,
+    },
+    /// A field holds an impossible value (a named reason).
+    Malformed(&'static str),
+    /// The checkpoint's parameters do not match the registered ones.
+    ShapeMismatch {
+        /// The parameter index, or `u32::MAX` for the parameter count.
+        param: u32,
+        /// What the optimizer has registered.
+        expected: u64,
+        /// What the checkpoint holds.
+        got: u64,
+    },
+    /// A group uses [`Clip::Custom`](crate::Clip::Custom), a function, which
+    /// cannot be saved.
+    CustomClip {
+        /// The group's index.
+        group: u32,
+    },
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            CheckpointError::BadMagic => f.write_str("not an adopt checkpoint (bad magic bytes)"),
+            CheckpointError::UnsupportedVersion(v) => write!(
+                f,
+                "checkpoint format version {v} is newer than this build reads"
+            ),
+            CheckpointError::Truncated => f.write_str("checkpoint is truncated"),
+            CheckpointError::TrailingBytes => f.write_str("checkpoint has trailing bytes"),
+            CheckpointError::ChecksumMismatch { stored, computed } => {
+                write!(
+                    f,
+                    "checkpoint checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the data is corrupt"
+                )
+            }
+            CheckpointError::Malformed(why) => write!(f, "malformed checkpoint: {why}"),
+            CheckpointError::ShapeMismatch {
+                param: u32::MAX,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "checkpoint holds {got} parameters, the optimizer has {expected}"
+                )
+            }
+            CheckpointError::ShapeMismatch {
+                param,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "checkpoint parameter {param} has {got} lanes, the optimizer registered {expected}"
+                )
+            }
+            CheckpointError::CustomClip { group } => {
+                write!(
+                    f,
+                    "group {group} uses Clip::Custom, a function, which cannot be saved"
+                )
+            }
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -172,6 +272,15 @@ impl fmt::Display for Error {
             Error::KernelUnavailable(kernel) => {
                 write!(f, "kernel {} is not available on this CPU", kernel.name())
             }
+            #[cfg(feature = "alloc")]
+            Error::UnknownParam(id) => write!(f, "unknown parameter id {}", id.0),
+            #[cfg(feature = "alloc")]
+            Error::UnknownGroup(id) => write!(f, "unknown group id {}", id.0),
+            #[cfg(feature = "alloc")]
+            Error::DuplicateParam(id) => {
+                write!(f, "parameter id {} appears twice in one step", id.0)
+            }
+            Error::Checkpoint(e) => e.fmt(f),
         }
     }
 }
@@ -204,6 +313,11 @@ impl PartialEq for Error {
             ) => step == s && threshold.to_bits() == t.to_bits(),
             (StepOverflow, StepOverflow) => true,
             (KernelUnavailable(a), KernelUnavailable(b)) => a == b,
+            #[cfg(feature = "alloc")]
+            (UnknownParam(a), UnknownParam(b)) | (DuplicateParam(a), DuplicateParam(b)) => a == b,
+            #[cfg(feature = "alloc")]
+            (UnknownGroup(a), UnknownGroup(b)) => a == b,
+            (Checkpoint(a), Checkpoint(b)) => a == b,
             _ => false,
         }
     }

@@ -78,18 +78,24 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod checkpoint;
 #[cfg(feature = "complex")]
 pub mod complex;
 mod error;
 mod hyper;
 mod kernel;
+#[cfg(feature = "alloc")]
+mod optimizer;
 mod parallel;
 pub mod reference;
 mod state;
 
-pub use error::{Buffer, Error, HyperParam};
+pub use error::{Buffer, CheckpointError, Error, HyperParam};
 pub use hyper::{Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants};
 pub use kernel::Kernel;
+#[cfg(feature = "alloc")]
+pub use optimizer::{Adopt, GroupId, Item, ParamId};
 pub use parallel::PARALLEL_THRESHOLD;
 #[cfg(feature = "alloc")]
 pub use state::State;

@@ -36,6 +36,24 @@ pub(crate) unsafe trait F32Vector: Copy {
     unsafe fn load(src: &[f32]) -> Self;
     /// Stores into `dst[..LANES]`; panics if `dst` is shorter.
     unsafe fn store(self, dst: &mut [f32]);
+    /// Loads the `src.len() < LANES` lanes of a tail into the first lanes,
+    /// zero in the others. ISAs with masked loads override this copy.
+    #[inline(always)]
+    unsafe fn load_partial(src: &[f32]) -> Self {
+        let mut buf = [0.0_f32; MAX_LANES];
+        buf[..src.len()].copy_from_slice(src);
+        // SAFETY: the caller's guarantee of the ISA carries over.
+        unsafe { Self::load(&buf) }
+    }
+    /// Stores the first `dst.len() < LANES` lanes into `dst`.
+    #[inline(always)]
+    unsafe fn store_partial(self, dst: &mut [f32]) {
+        let mut buf = [0.0_f32; MAX_LANES];
+        // SAFETY: the caller's guarantee of the ISA carries over.
+        unsafe { self.store(&mut buf) };
+        let n = dst.len();
+        dst.copy_from_slice(&buf[..n]);
+    }
     unsafe fn splat(x: f32) -> Self;
     unsafe fn sub(self, rhs: Self) -> Self;
     unsafe fn mul(self, rhs: Self) -> Self;
@@ -96,6 +114,31 @@ impl<V: F32Vector> Splat<V> {
     }
 }
 
+/// A whole vector, or (`PARTIAL`) the tail of fewer lanes.
+#[inline(always)]
+unsafe fn load<V: F32Vector, const PARTIAL: bool>(src: &[f32]) -> V {
+    // SAFETY: see the note above.
+    unsafe {
+        if PARTIAL {
+            V::load_partial(src)
+        } else {
+            V::load(src)
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn store<V: F32Vector, const PARTIAL: bool>(x: V, dst: &mut [f32]) {
+    // SAFETY: see the note above.
+    unsafe {
+        if PARTIAL {
+            x.store_partial(dst)
+        } else {
+            x.store(dst)
+        }
+    }
+}
+
 /// The gradient as the step sees it: unscaled, negated if maximising, plus
 /// the L2 term.
 #[inline(always)]
@@ -117,7 +160,7 @@ unsafe fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Spl
 
 /// One vector of lanes of a step after the first.
 #[inline(always)]
-unsafe fn update<V: F32Vector>(
+unsafe fn update<V: F32Vector, const PARTIAL: bool>(
     p: &mut [f32],
     grad: &[f32],
     m: &mut [f32],
@@ -127,12 +170,12 @@ unsafe fn update<V: F32Vector>(
 ) {
     // SAFETY: see the note above.
     unsafe {
-        let mut pv = V::load(p);
-        let g = effective_grad(pv, V::load(grad), k, s);
+        let mut pv = load::<V, PARTIAL>(p);
+        let g = effective_grad(pv, load::<V, PARTIAL>(grad), k, s);
         if let Decay::Decoupled(_) = k.decay {
             pv = s.decay.mul_add(pv, pv);
         }
-        let (mv, vv) = (V::load(m), V::load(v));
+        let (mv, vv) = (load::<V, PARTIAL>(m), load::<V, PARTIAL>(v));
         let denom = vv.sqrt().max_keep_nan(s.eps);
         let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
         let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
@@ -143,15 +186,15 @@ unsafe fn update<V: F32Vector>(
         };
         pv = s.neg_lr.mul_add(update, pv);
         let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
-        pv.store(p);
-        mv.store(m);
-        vv.store(v);
+        store::<V, PARTIAL>(pv, p);
+        store::<V, PARTIAL>(mv, m);
+        store::<V, PARTIAL>(vv, v);
     }
 }
 
 /// One vector of lanes of the first step: `v = g·g`, nothing else moves.
 #[inline(always)]
-unsafe fn initialise<V: F32Vector>(
+unsafe fn initialise<V: F32Vector, const PARTIAL: bool>(
     p: &mut [f32],
     grad: &[f32],
     _m: &mut [f32],
@@ -161,15 +204,16 @@ unsafe fn initialise<V: F32Vector>(
 ) {
     // SAFETY: see the note above.
     unsafe {
-        let g = effective_grad(V::load(p), V::load(grad), k, s);
-        g.mul(g).store(v);
+        let g = effective_grad(load::<V, PARTIAL>(p), load::<V, PARTIAL>(grad), k, s);
+        store::<V, PARTIAL>(g.mul(g), v);
     }
 }
 
 type VectorFn<V> = unsafe fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &StepConstants, &Splat<V>);
 
-/// Runs `f` over whole vectors, then once over the zero-padded tail, so the
-/// tail goes through exactly the arithmetic of the body.
+/// Runs `whole` over whole vectors, then `tail` once over the remaining
+/// lanes, loaded into a vector with the other lanes zero, so the tail goes
+/// through exactly the arithmetic of the body.
 #[inline(always)]
 unsafe fn for_each_vector<V: F32Vector>(
     p: &mut [f32],
@@ -177,7 +221,8 @@ unsafe fn for_each_vector<V: F32Vector>(
     m: &mut [f32],
     v: &mut [f32],
     k: &StepConstants,
-    f: VectorFn<V>,
+    whole: VectorFn<V>,
+    tail: VectorFn<V>,
 ) {
     // SAFETY: see the note above.
     let s = unsafe { Splat::<V>::new(k) };
@@ -189,31 +234,21 @@ unsafe fn for_each_vector<V: F32Vector>(
         .zip(v.chunks_exact_mut(lanes));
     for (((pc, gc), mc), vc) in chunks {
         // SAFETY: see the note above.
-        unsafe { f(pc, gc, mc, vc, k, &s) };
+        unsafe { whole(pc, gc, mc, vc, k, &s) };
     }
     let body = p.len() - p.len() % lanes;
-    let tail = p.len() - body;
-    if tail > 0 {
-        let mut buf = [[0.0_f32; MAX_LANES]; 4];
-        buf[0][..tail].copy_from_slice(&p[body..]);
-        buf[1][..tail].copy_from_slice(&g[body..]);
-        buf[2][..tail].copy_from_slice(&m[body..]);
-        buf[3][..tail].copy_from_slice(&v[body..]);
-        let [bp, bg, bm, bv] = &mut buf;
-        // SAFETY: see the note above.
+    if body < p.len() {
+        // SAFETY: see the note above; every tail slice has < LANES lanes.
         unsafe {
-            f(
-                &mut bp[..lanes],
-                &bg[..lanes],
-                &mut bm[..lanes],
-                &mut bv[..lanes],
+            tail(
+                &mut p[body..],
+                &g[body..],
+                &mut m[body..],
+                &mut v[body..],
                 k,
                 &s,
             )
         };
-        p[body..].copy_from_slice(&bp[..tail]);
-        m[body..].copy_from_slice(&bm[..tail]);
-        v[body..].copy_from_slice(&bv[..tail]);
     }
 }
 
@@ -235,9 +270,9 @@ pub(crate) unsafe fn step_generic<V: F32Vector>(
     // SAFETY: the caller guarantees `V`'s instruction set.
     unsafe {
         if k.step == 0 {
-            for_each_vector::<V>(p, g, m, v, k, initialise::<V>);
+            for_each_vector::<V>(p, g, m, v, k, initialise::<V, false>, initialise::<V, true>);
         } else {
-            for_each_vector::<V>(p, g, m, v, k, update::<V>);
+            for_each_vector::<V>(p, g, m, v, k, update::<V, false>, update::<V, true>);
         }
     }
 }

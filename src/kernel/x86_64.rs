@@ -33,6 +33,19 @@ unsafe impl F32Vector for Avx2 {
         unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), self.0) }
     }
     #[inline(always)]
+    unsafe fn load_partial(src: &[f32]) -> Self {
+        assert!(src.len() < 8);
+        // SAFETY: lanes at and past `src.len()` are masked off, so maskload
+        // reads (and faults on) only the `src.len()` lanes of `src`.
+        unsafe { Avx2(_mm256_maskload_ps(src.as_ptr(), avx2_mask(src.len()))) }
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, dst: &mut [f32]) {
+        assert!(dst.len() < 8);
+        // SAFETY: as above; maskstore writes only the unmasked lanes.
+        unsafe { _mm256_maskstore_ps(dst.as_mut_ptr(), avx2_mask(dst.len()), self.0) }
+    }
+    #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
         // SAFETY (this and below): AVX is available by the trait's contract.
         Avx2(unsafe { _mm256_set1_ps(x) })
@@ -78,6 +91,14 @@ unsafe impl F32Vector for Avx2 {
     }
 }
 
+/// A maskload/maskstore mask selecting lanes `0..n` (sign bit set).
+#[inline(always)]
+unsafe fn avx2_mask(n: usize) -> __m256i {
+    const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    // SAFETY: `n <= 8`, so the 8 lanes read from `8 - n` are in bounds.
+    unsafe { _mm256_loadu_si256(LANES[8 - n..].as_ptr().cast()) }
+}
+
 /// The step with AVX2 + FMA.
 ///
 /// # Safety
@@ -115,6 +136,20 @@ unsafe impl F32Vector for Avx512 {
         assert!(dst.len() >= 16);
         // SAFETY: 16 writable lanes checked above.
         unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
+    }
+    #[inline(always)]
+    unsafe fn load_partial(src: &[f32]) -> Self {
+        assert!(src.len() < 16);
+        let mask: __mmask16 = (1 << src.len()) - 1;
+        // SAFETY: masked-off lanes are neither read nor faulted on.
+        Avx512(unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr()) })
+    }
+    #[inline(always)]
+    unsafe fn store_partial(self, dst: &mut [f32]) {
+        assert!(dst.len() < 16);
+        let mask: __mmask16 = (1 << dst.len()) - 1;
+        // SAFETY: only the `dst.len()` unmasked lanes are written.
+        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, self.0) }
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {

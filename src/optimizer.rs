@@ -1,0 +1,297 @@
+//! [`Adopt`]: the optimizer object for many parameter buffers, with
+//! parameter groups, lazily created state and one parallel step over all of
+//! them (needs `alloc`).
+
+use crate::error::{Buffer, Error};
+use crate::hyper::{Hyper, Scaling, StepConstants};
+use crate::kernel::Kernel;
+use crate::state::{State, StateView};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A parameter buffer registered with an [`Adopt`]; stable for the
+/// optimizer's life and across checkpoints (ids are dense, in registration
+/// order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(pub u32);
+
+/// A parameter group of an [`Adopt`]: a set of buffers sharing one [`Hyper`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u32);
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Param {
+    pub(crate) name: Option<String>,
+    pub(crate) lanes: usize,
+    pub(crate) group: GroupId,
+    /// Created on the first step with a gradient, as the reference does.
+    pub(crate) state: Option<State>,
+}
+
+/// One buffer handed to [`Adopt::step`]: the engine owns the parameters and
+/// gradients; `grads: None` skips the buffer (the reference skips
+/// `grad is None`).
+#[derive(Debug)]
+pub struct Item<'a> {
+    /// Which registered parameter this is.
+    pub id: ParamId,
+    /// The parameter lanes, as many as registered.
+    pub params: &'a mut [f32],
+    /// The gradient, or `None` to leave this buffer (and its step count)
+    /// alone this step.
+    pub grads: Option<&'a [f32]>,
+}
+
+/// The ADOPT optimizer over many buffers, like `torch.optim` optimizers:
+/// parameter groups with their own hyperparameters (changeable between steps,
+/// so schedules work), per-parameter state with its own step count, created
+/// lazily on the first gradient, and one [`step`](Adopt::step) over every
+/// buffer that has a gradient, split across the rayon pool.
+///
+/// ```
+/// use adopt::{Adopt, Hyper, Item};
+///
+/// let mut opt = Adopt::new();
+/// let body = opt.add_group(Hyper { lr: 1e-2, weight_decay: 0.01, decouple: true, ..Hyper::default() })?;
+/// let head = opt.add_group(Hyper { lr: 1e-3, ..Hyper::default() })?;
+/// let w = opt.add_param(body, 6, Some("w"))?;
+/// let b = opt.add_param(head, 2, Some("b"))?;
+///
+/// let (mut w_data, mut b_data) = (vec![1.0_f32; 6], vec![0.0_f32; 2]);
+/// for step in 0..3 {
+///     opt.hyper_mut(body)?.lr = 1e-2 / (1 + step) as f64; // a schedule
+///     let w_grad = vec![0.5_f32; 6];
+///     opt.step(&mut [
+///         Item { id: w, params: &mut w_data, grads: Some(&w_grad) },
+///         Item { id: b, params: &mut b_data, grads: None }, // no gradient: skipped
+///     ])?;
+/// }
+/// assert_eq!(opt.state(w)?.map(|s| s.step()), Some(3));
+/// assert!(opt.state(b)?.is_none());
+/// assert!(w_data[0] < 1.0);
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Adopt {
+    pub(crate) groups: Vec<Hyper>,
+    pub(crate) params: Vec<Param>,
+    /// Per-parameter stamp of the last `step` call that saw it (duplicate
+    /// detection without allocating).
+    seen: Vec<u64>,
+    calls: u64,
+}
+
+/// What one buffer of a step needs once validation has passed.
+struct Work {
+    index: usize,
+    constants: StepConstants,
+}
+
+impl Adopt {
+    /// An optimizer with no groups and no parameters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a parameter group with its hyperparameters (validated).
+    pub fn add_group(&mut self, hyper: Hyper) -> Result<GroupId, Error> {
+        hyper.validate()?;
+        self.groups.push(hyper);
+        Ok(GroupId(self.groups.len() as u32 - 1))
+    }
+
+    /// Registers a parameter buffer of `lanes` f32 in `group`, with an
+    /// optional name (for checkpoints and messages).
+    pub fn add_param(
+        &mut self,
+        group: GroupId,
+        lanes: usize,
+        name: Option<&str>,
+    ) -> Result<ParamId, Error> {
+        self.group_index(group)?;
+        self.params.push(Param {
+            name: name.map(String::from),
+            lanes,
+            group,
+            state: None,
+        });
+        self.seen.push(0);
+        Ok(ParamId(self.params.len() as u32 - 1))
+    }
+
+    /// The number of groups.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The number of registered parameters.
+    pub fn param_count(&self) -> usize {
+        self.params.len()
+    }
+
+    /// A group's hyperparameters.
+    pub fn hyper(&self, group: GroupId) -> Result<&Hyper, Error> {
+        Ok(&self.groups[self.group_index(group)?])
+    }
+
+    /// A group's hyperparameters, to change between steps (learning-rate
+    /// schedules). They are validated at the next step.
+    pub fn hyper_mut(&mut self, group: GroupId) -> Result<&mut Hyper, Error> {
+        let i = self.group_index(group)?;
+        Ok(&mut self.groups[i])
+    }
+
+    /// A parameter's group, lanes and name.
+    pub fn param(&self, id: ParamId) -> Result<(GroupId, usize, Option<&str>), Error> {
+        let p = &self.params[self.param_index(id)?];
+        Ok((p.group, p.lanes, p.name.as_deref()))
+    }
+
+    /// A parameter's state, `None` before its first gradient.
+    pub fn state(&self, id: ParamId) -> Result<Option<&State>, Error> {
+        Ok(self.params[self.param_index(id)?].state.as_ref())
+    }
+
+    fn group_index(&self, group: GroupId) -> Result<usize, Error> {
+        let i = group.0 as usize;
+        if i < self.groups.len() {
+            Ok(i)
+        } else {
+            Err(Error::UnknownGroup(group))
+        }
+    }
+
+    fn param_index(&self, id: ParamId) -> Result<usize, Error> {
+        let i = id.0 as usize;
+        if i < self.params.len() {
+            Ok(i)
+        } else {
+            Err(Error::UnknownParam(id))
+        }
+    }
+
+    /// One step over every item that has a gradient.
+    ///
+    /// Everything is validated first (unknown or repeated ids, every length,
+    /// every group's hyperparameters at each parameter's own step count), so
+    /// on error no parameter, state or step count has changed. Items are
+    /// stepped in parallel across the rayon pool when their lanes add up to
+    /// at least [`PARALLEL_THRESHOLD`](crate::PARALLEL_THRESHOLD); the
+    /// results are bit-identical to [`adopt_step`](crate::adopt_step) on each
+    /// buffer.
+    pub fn step(&mut self, items: &mut [Item<'_>]) -> Result<(), Error> {
+        self.step_scaled(items, Scaling::default())
+    }
+
+    /// [`step`](Adopt::step) with mixed-precision [`Scaling`] for all items;
+    /// `found_inf` skips the whole step (after validation).
+    pub fn step_scaled(&mut self, items: &mut [Item<'_>], scaling: Scaling) -> Result<(), Error> {
+        let work = self.validate(items, scaling)?;
+        if scaling.found_inf {
+            return Ok(());
+        }
+        for w in &work {
+            let p = &mut self.params[w.index];
+            if p.state.is_none() {
+                p.state = Some(State::new(p.lanes));
+            }
+        }
+        let kernel = Kernel::active();
+        self.run(kernel, items, &work);
+        for w in &work {
+            if let Some(state) = &mut self.params[w.index].state {
+                *state.view_mut().step += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every item; returns the constants of those with a gradient.
+    fn validate(&mut self, items: &[Item<'_>], scaling: Scaling) -> Result<Vec<Work>, Error> {
+        scaling.validate()?;
+        self.calls += 1;
+        let mut work = Vec::with_capacity(items.len());
+        // Items of one group at one step count share constants: derive them
+        // once (the clip schedule's `pow` is the costly part).
+        let mut last: Option<(GroupId, u64, StepConstants)> = None;
+        for item in items {
+            let index = self.param_index(item.id)?;
+            if self.seen[index] == self.calls {
+                return Err(Error::DuplicateParam(item.id));
+            }
+            self.seen[index] = self.calls;
+            let p = &self.params[index];
+            if item.params.len() != p.lanes {
+                return Err(Error::LengthMismatch {
+                    buffer: Buffer::Params,
+                    expected: p.lanes,
+                    got: item.params.len(),
+                });
+            }
+            let Some(grads) = item.grads else { continue };
+            if grads.len() != p.lanes {
+                return Err(Error::LengthMismatch {
+                    buffer: Buffer::Grads,
+                    expected: p.lanes,
+                    got: grads.len(),
+                });
+            }
+            let step = p.state.as_ref().map_or(0, State::step);
+            let constants = match last {
+                Some((g, s, k)) if g == p.group && s == step => k,
+                _ => {
+                    if step == u64::MAX {
+                        return Err(Error::StepOverflow);
+                    }
+                    let mut k = self.groups[p.group.0 as usize].constants(step)?;
+                    k.inv_scale = scaling.inv_scale;
+                    last = Some((p.group, step, k));
+                    k
+                }
+            };
+            work.push(Work { index, constants });
+        }
+        if scaling.found_inf {
+            work.clear();
+        }
+        Ok(work)
+    }
+
+    /// Runs the kernel over the validated items, in parallel when large.
+    fn run(&mut self, kernel: Kernel, items: &mut [Item<'_>], work: &[Work]) {
+        // Pair each item with its state; items without gradients have no work.
+        let mut states: Vec<Option<&mut State>> =
+            self.params.iter_mut().map(|p| p.state.as_mut()).collect();
+        let mut jobs: Vec<(&mut [f32], &[f32], StateView<'_>, &StepConstants)> =
+            Vec::with_capacity(work.len());
+        let mut w = work.iter().peekable();
+        for item in items.iter_mut() {
+            let Some(grads) = item.grads else { continue };
+            let Some(next) = w.next() else { break };
+            let state = states[next.index]
+                .take()
+                .expect("state created before the kernel runs");
+            jobs.push((
+                &mut *item.params,
+                grads,
+                State::view_mut(state),
+                &next.constants,
+            ));
+        }
+        let total: usize = jobs.iter().map(|j| j.0.len()).sum();
+        #[cfg(feature = "rayon")]
+        if total >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            jobs.par_iter_mut()
+                .with_min_len(16)
+                .for_each(|(p, g, s, k)| {
+                    crate::parallel::run(kernel, p, g, s.exp_avg, s.exp_avg_sq, k);
+                });
+            return;
+        }
+        let _ = total;
+        for (p, g, s, k) in jobs.iter_mut() {
+            kernel.run(p, g, s.exp_avg, s.exp_avg_sq, k);
+        }
+    }
+}
