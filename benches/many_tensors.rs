@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
     let grads: Vec<Vec<f32>> = (0..TENSORS)
         .map(|t| one_grads[t * LANES..(t + 1) * LANES].to_vec())
         .collect();
-    let mut step_many = |opt: &mut Adopt, data: &mut Vec<Vec<f32>>| {
+    let step_many = |opt: &mut Adopt, data: &mut Vec<Vec<f32>>| {
         let mut items: Vec<Item<'_>> = data
             .iter_mut()
             .zip(&ids)
