@@ -13,7 +13,8 @@
 //! payload:
 //!   groups: u32, then per group:
 //!     lr, beta1, beta2, eps, weight_decay: f64 × 5
-//!     flags: u8          bit 0 decouple, bit 1 maximize, bit 2 nesterov (v2)
+//!     flags: u8          bit 0 decouple, bit 1 maximize,
+//!                        bit 2 nesterov (v2), bit 3 cautious (v2)
 //!     clip kind: u8      0 none, 1 constant(a), 2 power(a = scale, b = exponent)
 //!     clip a, clip b: f64 × 2 (0.0 when unused)
 //!     decay scaling: u8  0 lr, 1 fixed, 2 corrected(max_lr)        (v2 only)
@@ -26,7 +27,7 @@
 //! ```
 //!
 //! Version 1 lacks the fields marked v2; loading it fills their defaults
-//! (no names, [`DecayScaling::Lr`], no Nesterov), as the reference's
+//! (no names, [`DecayScaling::Lr`], no Nesterov, not cautious), as the reference's
 //! `__setstate__` does for old checkpoints. `tests/data/checkpoint_v1.bin`
 //! is a committed version-1 checkpoint that every build must load.
 //!
@@ -161,7 +162,10 @@ fn write_group(w: &mut Writer, index: usize, h: &Hyper) -> Result<(), Error> {
     for x in [h.lr, h.betas.0, h.betas.1, h.eps, h.weight_decay] {
         w.f64(x);
     }
-    w.u8(h.decouple as u8 | (h.maximize as u8) << 1 | (h.nesterov as u8) << 2);
+    w.u8(h.decouple as u8
+        | (h.maximize as u8) << 1
+        | (h.nesterov as u8) << 2
+        | (h.cautious as u8) << 3);
     let (kind, a, b) = match h.clip {
         Clip::None => (0, 0.0, 0.0),
         Clip::Constant(c) => (1, c, 0.0),
@@ -191,7 +195,7 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
         *x = r.f64()?;
     }
     let flags = r.u8()?;
-    let known_flags = if version >= 2 { 0b111 } else { 0b11 };
+    let known_flags = if version >= 2 { 0b1111 } else { 0b11 };
     if flags & !known_flags != 0 {
         return Err(err(CheckpointError::Malformed("unknown group flags")));
     }
@@ -224,6 +228,7 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
         decouple: flags & 1 != 0,
         maximize: flags & 2 != 0,
         nesterov: flags & 4 != 0,
+        cautious: flags & 8 != 0,
         clip,
         decay_scaling,
     };

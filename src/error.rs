@@ -159,6 +159,16 @@ pub enum Error {
     /// The same parameter appears twice in one step.
     #[cfg(feature = "alloc")]
     DuplicateParam(crate::ParamId),
+    /// A supplied [`CautionMask`](crate::CautionMask) is impossible: more
+    /// lanes kept than it has, or fewer lanes than this shard.
+    InvalidCautionMask {
+        /// The mask's count.
+        count: u64,
+        /// The mask's lanes.
+        lanes: u64,
+        /// The lanes of the buffer being stepped.
+        shard: u64,
+    },
     /// A checkpoint could not be written or read; see [`CheckpointError`].
     Checkpoint(CheckpointError),
 }
@@ -280,6 +290,14 @@ impl fmt::Display for Error {
             Error::DuplicateParam(id) => {
                 write!(f, "parameter id {} appears twice in one step", id.0)
             }
+            Error::InvalidCautionMask {
+                count,
+                lanes,
+                shard,
+            } => write!(
+                f,
+                "caution mask of {count} of {lanes} lanes is impossible for a buffer of {shard} lanes"
+            ),
             Error::Checkpoint(e) => e.fmt(f),
         }
     }
@@ -318,6 +336,18 @@ impl PartialEq for Error {
             #[cfg(feature = "alloc")]
             (UnknownGroup(a), UnknownGroup(b)) => a == b,
             (Checkpoint(a), Checkpoint(b)) => a == b,
+            (
+                InvalidCautionMask {
+                    count,
+                    lanes,
+                    shard,
+                },
+                InvalidCautionMask {
+                    count: c,
+                    lanes: l,
+                    shard: s,
+                },
+            ) => (count, lanes, shard) == (c, l, s),
             _ => false,
         }
     }

@@ -104,6 +104,55 @@ pub struct Hyper {
     /// moves by `β1·m + (1-β1)·ĝ` (with the new `m`) instead of `m`.
     /// Default `false`.
     pub nesterov: bool,
+    /// Cautious masking as timm's `caution`: lanes where the update and the
+    /// gradient disagree in sign (`u·g <= 0`) do not move, and the others are
+    /// rescaled by `1/max(mean(mask), 1e-3)` over the whole tensor (see
+    /// [`CautionMask`]). Default `false`.
+    pub cautious: bool,
+}
+
+/// The tensor-wide count behind cautious masking: how many of `lanes` lanes
+/// have `u·g > 0` this step. A step of a whole buffer counts it itself; an
+/// engine stepping a tensor in shards sums each shard's
+/// [`caution_mask`](crate::caution_mask) and passes the total to every
+/// shard's step ([`StepOptions::caution_mask`](crate::StepOptions)), so the
+/// shards scale exactly as the whole would.
+///
+/// ```
+/// use adopt::CautionMask;
+/// let whole = CautionMask { count: 3, lanes: 8 } + CautionMask { count: 5, lanes: 8 };
+/// assert_eq!(whole, CautionMask { count: 8, lanes: 16 });
+/// assert_eq!(whole.scale(), 2.0); // 1 / max(8/16, 1e-3)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CautionMask {
+    /// Lanes with `u·g > 0`.
+    pub count: u64,
+    /// Lanes of the whole tensor.
+    pub lanes: u64,
+}
+
+impl core::ops::Add for CautionMask {
+    type Output = CautionMask;
+    fn add(self, rhs: CautionMask) -> CautionMask {
+        CautionMask {
+            count: self.count + rhs.count,
+            lanes: self.lanes + rhs.lanes,
+        }
+    }
+}
+
+impl CautionMask {
+    /// `1/max(count/lanes, 1e-3)` as f32: the mean in f64 rounded once, then
+    /// torch's f32 division `mask / mean.clamp(min=1e-3)`.
+    pub fn scale(&self) -> f32 {
+        let mean = if self.lanes == 0 {
+            0.0
+        } else {
+            (self.count as f64 / self.lanes as f64) as f32
+        };
+        1.0 / mean.max(1e-3)
+    }
 }
 
 /// How decoupled weight decay is scaled, as the peers define it.
@@ -148,6 +197,7 @@ impl Default for Hyper {
             clip: Clip::default(),
             decay_scaling: DecayScaling::Lr,
             nesterov: false,
+            cautious: false,
         }
     }
 }
@@ -201,6 +251,9 @@ pub struct StepConstants {
     pub beta1: f32,
     /// Whether the parameter moves by `fma(β1, m, (1-β1)·ĝ)` instead of `m`.
     pub nesterov: bool,
+    /// With cautious masking, the scale `1/max(mean(mask), 1e-3)` of the
+    /// lanes kept; `None` without it (and on the first step).
+    pub caution_scale: Option<f32>,
     /// `-lr` as f32.
     pub neg_lr: f32,
     /// `β2` as f32.
@@ -298,6 +351,7 @@ impl Hyper {
             one_minus_beta1: (1.0 - self.betas.0) as f32,
             beta1: self.betas.0 as f32,
             nesterov: self.nesterov,
+            caution_scale: None,
             neg_lr: (-self.lr) as f32,
             beta2: self.betas.1 as f32,
             one_minus_beta2: (1.0 - self.betas.1) as f32,

@@ -41,6 +41,18 @@
 //! are fused, and NaN propagates through the `max` and the clamp exactly as in
 //! PyTorch. Every kernel equals [`reference`](mod@reference) bit for bit on every input.
 //!
+//! ## Beyond one buffer
+//!
+//! - [`Adopt`]: many buffers, parameter groups with their own [`Hyper`],
+//!   lazily created per-parameter state, one validated step over all of
+//!   them (split across the rayon pool), and [`checkpoint`]s.
+//! - [`adopt_step_scaled`] with [`Scaling`]: mixed-precision unscaling fused
+//!   into the kernel, and `found_inf` steps that change nothing;
+//!   [`grads_nonfinite`] is the scan.
+//! - The peers' variants in [`Hyper`]: [`DecayScaling`] and Nesterov.
+//! - Sharding: stepping disjoint sub-ranges separately is bit-identical to
+//!   stepping the whole buffer.
+//!
 //! ## Errors
 //!
 //! Bad input gets a typed [`Error`], and all validation happens before the
@@ -92,7 +104,7 @@ pub mod reference;
 mod state;
 
 pub use error::{Buffer, CheckpointError, Error, HyperParam};
-pub use hyper::{Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants};
+pub use hyper::{CautionMask, Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants};
 pub use kernel::Kernel;
 #[cfg(feature = "alloc")]
 pub use optimizer::{Adopt, GroupId, Item, ParamId};
@@ -132,6 +144,54 @@ pub(crate) fn prepare(
         return Err(Error::StepOverflow);
     }
     hyper.constants(*state.step)
+}
+
+/// Everything a step can be told besides buffers and hyperparameters.
+///
+/// ```
+/// use adopt::{adopt_step_ext, Hyper, Kernel, Scaling, StateView, StepOptions};
+/// let options = StepOptions { kernel: Some(Kernel::Portable), ..StepOptions::default() };
+/// let (mut p, mut m, mut v, mut step) = ([1.0_f32; 3], [0.0; 3], [0.0; 3], 0);
+/// adopt_step_ext(&mut p, &[0.5; 3], &mut StateView::new(&mut m, &mut v, &mut step), &Hyper::default(), &options)?;
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepOptions {
+    /// The kernel; `None` for [`Kernel::active`].
+    pub kernel: Option<Kernel>,
+    /// Mixed-precision scaling.
+    pub scaling: Scaling,
+    /// For cautious masking ([`Hyper::cautious`]) of a shard: the mask count
+    /// of the whole tensor (the sum of every shard's [`caution_mask`]).
+    /// `None`: the step counts its own buffer.
+    pub caution_mask: Option<CautionMask>,
+}
+
+/// [`prepare`] with every option: `None` when `found_inf` skips the step
+/// (after validating everything, so bad input still errors).
+pub(crate) fn prepare_options(
+    params: usize,
+    grads: usize,
+    state: &StateView<'_>,
+    hyper: &Hyper,
+    options: &StepOptions,
+) -> Result<Option<StepConstants>, Error> {
+    if let Some(kernel) = options.kernel
+        && !kernel.is_available()
+    {
+        return Err(Error::KernelUnavailable(kernel));
+    }
+    let k = prepare_scaled(params, grads, state, hyper, options.scaling)?;
+    if let Some(mask) = options.caution_mask
+        && (mask.count > mask.lanes || mask.lanes < params as u64)
+    {
+        return Err(Error::InvalidCautionMask {
+            count: mask.count,
+            lanes: mask.lanes,
+            shard: params as u64,
+        });
+    }
+    Ok(k)
 }
 
 /// [`prepare`] with mixed-precision scaling: `None` when `found_inf` skips
@@ -193,14 +253,7 @@ pub fn adopt_step_view(
     state: &mut StateView<'_>,
     hyper: &Hyper,
 ) -> Result<(), Error> {
-    step_impl(
-        Kernel::active(),
-        params,
-        grads,
-        state,
-        hyper,
-        Scaling::default(),
-    )
+    adopt_step_ext(params, grads, state, hyper, &StepOptions::default())
 }
 
 /// The step with everything explicit: a chosen [`Kernel`] instead of the
@@ -228,7 +281,17 @@ pub fn adopt_step_with(
     hyper: &Hyper,
     scaling: Scaling,
 ) -> Result<(), Error> {
-    step_impl(kernel, params, grads, state, hyper, scaling)
+    adopt_step_ext(
+        params,
+        grads,
+        state,
+        hyper,
+        &StepOptions {
+            kernel: Some(kernel),
+            scaling,
+            caution_mask: None,
+        },
+    )
 }
 
 /// [`adopt_step`] with mixed-precision [`Scaling`]: `inv_scale` is fused
@@ -253,26 +316,88 @@ pub fn adopt_step_scaled_view(
     hyper: &Hyper,
     scaling: Scaling,
 ) -> Result<(), Error> {
-    step_impl(Kernel::active(), params, grads, state, hyper, scaling)
+    adopt_step_ext(
+        params,
+        grads,
+        state,
+        hyper,
+        &StepOptions {
+            scaling,
+            ..StepOptions::default()
+        },
+    )
 }
 
-fn step_impl(
-    kernel: Kernel,
+/// The step with every [`StepOptions`]: kernel, scaling and, for cautious
+/// masking of a shard, the whole tensor's [`CautionMask`].
+///
+/// A cautious step after the first makes two passes: a read-only count of
+/// the lanes where the update agrees with the gradient (skipped when
+/// `options.caution_mask` supplies the count), then the update.
+pub fn adopt_step_ext(
     params: &mut [f32],
     grads: &[f32],
     state: &mut StateView<'_>,
     hyper: &Hyper,
-    scaling: Scaling,
+    options: &StepOptions,
 ) -> Result<(), Error> {
-    if !kernel.is_available() {
-        return Err(Error::KernelUnavailable(kernel));
-    }
-    let Some(k) = prepare_scaled(params.len(), grads.len(), state, hyper, scaling)? else {
+    let Some(mut k) = prepare_options(params.len(), grads.len(), state, hyper, options)? else {
         return Ok(());
     };
+    let kernel = options.kernel.unwrap_or_else(Kernel::active);
+    if hyper.cautious && k.step > 0 {
+        let mask = options.caution_mask.unwrap_or_else(|| CautionMask {
+            count: parallel::count(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k),
+            lanes: params.len() as u64,
+        });
+        k.caution_scale = Some(mask.scale());
+    }
     parallel::run(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k);
     *state.step += 1;
     Ok(())
+}
+
+/// This buffer's share of the caution mask at its next step (cautious
+/// masking, [`Hyper::cautious`]): for engines that step one tensor in
+/// shards. Sum the shards' masks and pass the total as
+/// [`StepOptions::caution_mask`] to every shard's step; the result is then
+/// bit-identical to stepping the whole tensor. Reads only.
+///
+/// ```
+/// use adopt::{adopt_step_ext, caution_mask, Hyper, State, StepOptions};
+/// let hyper = Hyper { cautious: true, ..Hyper::default() };
+/// let (mut p, g) = (vec![1.0_f32; 8], vec![0.5_f32; 8]);
+/// let mut state = State::new(8);
+/// adopt_step_ext(&mut p, &g, &mut state.view_mut(), &hyper, &StepOptions::default())?;
+/// // Two shards of 4 lanes: count each, sum, then step each with the total.
+/// let (p0, p1) = p.split_at_mut(4);
+/// let mut s0 = State::from_parts(state.exp_avg()[..4].to_vec(), state.exp_avg_sq()[..4].to_vec(), 1);
+/// let mut s1 = State::from_parts(state.exp_avg()[4..].to_vec(), state.exp_avg_sq()[4..].to_vec(), 1);
+/// let total = caution_mask(p0, &g[..4], &s0.view_mut(), &hyper, &StepOptions::default())?
+///     + caution_mask(p1, &g[4..], &s1.view_mut(), &hyper, &StepOptions::default())?;
+/// let options = StepOptions { caution_mask: Some(total), ..StepOptions::default() };
+/// adopt_step_ext(p0, &g[..4], &mut s0.view_mut(), &hyper, &options)?;
+/// adopt_step_ext(p1, &g[4..], &mut s1.view_mut(), &hyper, &options)?;
+/// # Ok::<(), adopt::Error>(())
+/// ```
+pub fn caution_mask(
+    params: &[f32],
+    grads: &[f32],
+    state: &StateView<'_>,
+    hyper: &Hyper,
+    options: &StepOptions,
+) -> Result<CautionMask, Error> {
+    let count = match prepare_options(params.len(), grads.len(), state, hyper, options)? {
+        Some(k) if k.step > 0 => {
+            let kernel = options.kernel.unwrap_or_else(Kernel::active);
+            parallel::count(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k)
+        }
+        _ => 0,
+    };
+    Ok(CautionMask {
+        count,
+        lanes: params.len() as u64,
+    })
 }
 
 /// Whether any gradient lane is NaN or ±inf: the check PyTorch's

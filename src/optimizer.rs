@@ -186,7 +186,7 @@ impl Adopt {
     /// [`step`](Adopt::step) with mixed-precision [`Scaling`] for all items;
     /// `found_inf` skips the whole step (after validation).
     pub fn step_scaled(&mut self, items: &mut [Item<'_>], scaling: Scaling) -> Result<(), Error> {
-        let work = self.validate(items, scaling)?;
+        let mut work = self.validate(items, scaling)?;
         if scaling.found_inf {
             return Ok(());
         }
@@ -197,6 +197,23 @@ impl Adopt {
             }
         }
         let kernel = Kernel::active();
+        // Cautious groups: each tensor's own mask count (a read-only pass).
+        let with_grads = items
+            .iter()
+            .filter_map(|item| Some((&*item.params, item.grads?)));
+        for (w, (params, grads)) in work.iter_mut().zip(with_grads) {
+            let p = &self.params[w.index];
+            if self.groups[p.group.0 as usize].cautious && w.constants.step > 0 {
+                let state = p.state.as_ref().expect("state created above");
+                let (m, v) = (state.exp_avg(), state.exp_avg_sq());
+                let count = crate::parallel::count(kernel, params, grads, m, v, &w.constants);
+                let mask = crate::CautionMask {
+                    count,
+                    lanes: params.len() as u64,
+                };
+                w.constants.caution_scale = Some(mask.scale());
+            }
+        }
         self.run(kernel, items, &work);
         for w in &work {
             if let Some(state) = &mut self.params[w.index].state {

@@ -69,3 +69,31 @@ pub(crate) fn any_nonfinite(grads: &[f32]) -> bool {
     }
     grads.chunks(CHUNK).any(chunk_nonfinite)
 }
+
+/// The caution-mask count of equal-length slices, across the pool when large.
+pub(crate) fn count(
+    kernel: Kernel,
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    k: &StepConstants,
+) -> u64 {
+    #[cfg(feature = "rayon")]
+    if p.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        let chunk = p
+            .len()
+            .div_ceil(4 * rayon::current_num_threads())
+            .next_multiple_of(64)
+            .max(MIN_CHUNK);
+        return p
+            .par_chunks(chunk)
+            .zip(g.par_chunks(chunk))
+            .zip(m.par_chunks(chunk))
+            .zip(v.par_chunks(chunk))
+            .map(|(((p, g), m), v)| kernel.count(p, g, m, v, k))
+            .sum();
+    }
+    kernel.count(p, g, m, v, k)
+}

@@ -36,6 +36,7 @@
 //!   ĝ = clamp(ĝ, -c(t), c(t))                  (NaN stays NaN)
 //!   m = fma(1-β1, ĝ - m, m)                    (torch's lerp)
 //!   u = nesterov ? fma(β1, m, (1-β1)·ĝ) : m    (optax's nesterov)
+//!   cautious:      u = u · (u·g > 0 ? s : 0)     (timm; s = CautionMask::scale)
 //!   p = fma(-lr, u, p)
 //!   v = fma((1-β2)·g, g, β2·v)                 (torch's addcmul)
 //! ```
@@ -43,8 +44,9 @@
 //! `sqrt` and `fma` are correctly rounded (the pure-Rust `libm`, so this
 //! module is identical with and without `std`).
 
+use crate::StepOptions;
 use crate::error::Error;
-use crate::hyper::{Decay, Hyper, Scaling, StepConstants};
+use crate::hyper::{CautionMask, Decay, Hyper, Scaling, StepConstants};
 #[cfg(feature = "alloc")]
 use crate::state::State;
 use crate::state::StateView;
@@ -70,20 +72,42 @@ pub fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
     if x > hi { hi } else { x }
 }
 
-/// One lane of one step: updates `p`, `m` (`exp_avg`) and `v` (`exp_avg_sq`)
-/// from the gradient `grad`.
-pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepConstants) {
-    // Mixed-precision unscaling comes first; `x · 1.0 == x`, so skipping the
-    // multiply at 1.0 changes no bits.
+/// The gradient of one lane as the step sees it: unscaled (mixed
+/// precision; `x · 1.0 == x`, so 1.0 skips the multiply), negated if
+/// maximising, plus the L2 term.
+pub fn effective_grad(p: f32, grad: f32, k: &StepConstants) -> f32 {
     let grad = if k.inv_scale != 1.0 {
         grad * k.inv_scale
     } else {
         grad
     };
-    let mut g = if k.maximize { -grad } else { grad };
-    if let Decay::L2(wd) = k.decay {
-        g = fma(wd, *p, g);
+    let g = if k.maximize { -grad } else { grad };
+    match k.decay {
+        Decay::L2(wd) => fma(wd, p, g),
+        _ => g,
     }
+}
+
+/// The new first moment and the update direction `u` of a step after the
+/// first, before cautious masking: `(m, u)`.
+pub fn moment_and_direction(g: f32, m: f32, v: f32, k: &StepConstants) -> (f32, f32) {
+    // Normalise by the *previous* second moment, then clip.
+    let denom = max_keep_nan(libm::sqrtf(v), k.eps);
+    let normed = clamp_keep_nan(g / denom, -k.clip, k.clip);
+    let m = fma(k.one_minus_beta1, normed - m, m);
+    let u = if k.nesterov {
+        // optax's `b1 * m + (1 - b1) * g` with the new m, one fused step.
+        fma(k.beta1, m, k.one_minus_beta1 * normed)
+    } else {
+        m
+    };
+    (m, u)
+}
+
+/// One lane of one step: updates `p`, `m` (`exp_avg`) and `v` (`exp_avg_sq`)
+/// from the gradient `grad`.
+pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepConstants) {
+    let g = effective_grad(*p, grad, k);
     if k.step == 0 {
         // The first step only records the second moment.
         *v = g * g;
@@ -92,18 +116,22 @@ pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepCon
     if let Decay::Decoupled(neg_lr_wd) = k.decay {
         *p = fma(neg_lr_wd, *p, *p);
     }
-    // Normalise by the *previous* second moment, then clip.
-    let denom = max_keep_nan(libm::sqrtf(*v), k.eps);
-    let normed = clamp_keep_nan(g / denom, -k.clip, k.clip);
-    *m = fma(k.one_minus_beta1, normed - *m, *m);
-    let update = if k.nesterov {
-        // optax's `b1 * m + (1 - b1) * g` with the new m, one fused step.
-        fma(k.beta1, *m, k.one_minus_beta1 * normed)
-    } else {
-        *m
-    };
+    let (new_m, mut update) = moment_and_direction(g, *m, *v, k);
+    *m = new_m;
+    if let Some(scale) = k.caution_scale {
+        // timm's caution: keep lanes where update and gradient agree.
+        update *= if update * g > 0.0 { scale } else { 0.0 };
+    }
     *p = fma(k.neg_lr, update, *p);
     *v = fma(k.one_minus_beta2 * g, g, k.beta2 * *v);
+}
+
+/// Whether a lane passes the caution mask (`u·g > 0`) at a step after the
+/// first.
+pub fn caution_lane(p: f32, grad: f32, m: f32, v: f32, k: &StepConstants) -> bool {
+    let g = effective_grad(p, grad, k);
+    let (_, u) = moment_and_direction(g, m, v, k);
+    u * g > 0.0
 }
 
 /// The reference form of [`adopt_step_view`](crate::adopt_step_view): same
@@ -125,9 +153,61 @@ pub fn adopt_step_scaled_view(
     hyper: &Hyper,
     scaling: Scaling,
 ) -> Result<(), Error> {
-    let Some(k) = crate::prepare_scaled(params.len(), grads.len(), state, hyper, scaling)? else {
+    adopt_step_ext(
+        params,
+        grads,
+        state,
+        hyper,
+        &StepOptions {
+            scaling,
+            ..StepOptions::default()
+        },
+    )
+}
+
+/// The reference form of [`caution_mask`](crate::caution_mask).
+pub fn caution_mask(
+    params: &[f32],
+    grads: &[f32],
+    state: &StateView<'_>,
+    hyper: &Hyper,
+    options: &StepOptions,
+) -> Result<CautionMask, Error> {
+    let k = crate::prepare_options(params.len(), grads.len(), state, hyper, options)?;
+    let count = match k {
+        Some(k) if k.step > 0 => params
+            .iter()
+            .zip(grads)
+            .zip(state.exp_avg.iter().zip(state.exp_avg_sq.iter()))
+            .filter(|&((&p, &g), (&m, &v))| caution_lane(p, g, m, v, &k))
+            .count() as u64,
+        _ => 0,
+    };
+    Ok(CautionMask {
+        count,
+        lanes: params.len() as u64,
+    })
+}
+
+/// The reference form of [`adopt_step_ext`](crate::adopt_step_ext).
+pub fn adopt_step_ext(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+    options: &StepOptions,
+) -> Result<(), Error> {
+    let Some(mut k) = crate::prepare_options(params.len(), grads.len(), state, hyper, options)?
+    else {
         return Ok(()); // found_inf: the step is skipped
     };
+    if hyper.cautious && k.step > 0 {
+        let mask = match options.caution_mask {
+            Some(mask) => mask,
+            None => caution_mask(params, grads, state, hyper, options)?,
+        };
+        k.caution_scale = Some(mask.scale());
+    }
     let lanes = params
         .iter_mut()
         .zip(grads)

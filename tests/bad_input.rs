@@ -486,3 +486,53 @@ fn bad_inv_scale_is_refused_and_found_inf_changes_nothing() {
         })
     );
 }
+
+#[test]
+fn impossible_caution_masks_and_unavailable_kernels_are_refused() {
+    use adopt::{CautionMask, Kernel, StepOptions, adopt_step_ext};
+    let hyper = Hyper {
+        cautious: true,
+        ..Hyper::default()
+    };
+    let cases = [
+        (CautionMask { count: 6, lanes: 5 }, 5),
+        (CautionMask { count: 1, lanes: 4 }, 5),
+        (CautionMask { count: 0, lanes: 0 }, 1),
+    ];
+    for (mask, n) in cases {
+        let mut p = vec![1.0_f32; n];
+        let mut state = State::from_parts(vec![0.5; n], vec![2.0; n], 3);
+        let options = StepOptions {
+            caution_mask: Some(mask),
+            ..StepOptions::default()
+        };
+        let got = adopt_step_ext(
+            &mut p,
+            &vec![1.0; n],
+            &mut state.view_mut(),
+            &hyper,
+            &options,
+        );
+        assert_eq!(
+            got,
+            Err(Error::InvalidCautionMask {
+                count: mask.count,
+                lanes: mask.lanes,
+                shard: n as u64
+            })
+        );
+        assert_eq!(state, State::from_parts(vec![0.5; n], vec![2.0; n], 3));
+        assert_eq!(p, vec![1.0; n]);
+    }
+    for kernel in Kernel::ALL.into_iter().filter(|k| !k.is_available()) {
+        let mut p = vec![1.0_f32; 2];
+        let mut state = State::new(2);
+        let options = StepOptions {
+            kernel: Some(kernel),
+            ..StepOptions::default()
+        };
+        let got = adopt_step_ext(&mut p, &[1.0; 2], &mut state.view_mut(), &hyper, &options);
+        assert_eq!(got, Err(Error::KernelUnavailable(kernel)));
+        assert_eq!((state.step(), p), (0, vec![1.0; 2]));
+    }
+}

@@ -6,7 +6,8 @@
 mod common;
 
 use adopt::{
-    Error, Hyper, Kernel, Scaling, StateView, adopt_step_scaled_view, adopt_step_with, reference,
+    CautionMask, Error, Hyper, Kernel, Scaling, StateView, StepOptions, adopt_step_ext,
+    adopt_step_with, caution_mask, reference,
 };
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
@@ -26,57 +27,97 @@ type StepFn = Box<
         + Sync,
 >;
 
-/// Steps `b` with `f` and with the reference over `grads`, one step per grad
-/// vector, and checks bits, errors and step counts agree after each step.
+/// Steps `b` with every kernel (through `adopt_step_ext`) and with the
+/// reference over `grads`, one step per grad vector, and checks bits, errors,
+/// step counts and caution-mask counts agree after each step.
 fn compare(
-    f: &StepFn,
-    name: &str,
+    kernel: Option<Kernel>,
     b: &Buffers,
     grads: &[Vec<f32>],
     hyper: &Hyper,
-    scaling: Scaling,
+    options: &StepOptions,
 ) {
+    let name = kernel.map_or("dispatched", Kernel::name);
+    let ours = StepOptions { kernel, ..*options };
     let (mut x, mut r) = (b.clone(), b.clone());
     for (i, g) in grads.iter().enumerate() {
-        let got = f(
+        let count = caution_mask(
+            &x.p,
+            g,
+            &StateView::new(&mut x.m, &mut x.v, &mut x.step),
+            hyper,
+            &ours,
+        );
+        let want_count = reference::caution_mask(
+            &r.p,
+            g,
+            &StateView::new(&mut r.m, &mut r.v, &mut r.step),
+            hyper,
+            options,
+        );
+        assert_eq!(
+            count, want_count,
+            "{name}: caution counts differ at step {i}"
+        );
+        let got = adopt_step_ext(
             &mut x.p,
             g,
             &mut StateView::new(&mut x.m, &mut x.v, &mut x.step),
             hyper,
-            scaling,
+            &ours,
         );
-        let want = reference::adopt_step_scaled_view(
+        let want = reference::adopt_step_ext(
             &mut r.p,
             g,
             &mut StateView::new(&mut r.m, &mut r.v, &mut r.step),
             hyper,
-            scaling,
+            options,
         );
         assert_eq!(got, want, "{name}: results differ at step {i}");
         assert_eq!(x.step, r.step, "{name}: step counts differ");
-        let what = format!("{name} step {i} hyper {hyper:?}");
+        let what = format!("{name} step {i} hyper {hyper:?} options {options:?}");
         assert_same_bits(&x.p, &r.p, &format!("{what}: params"));
         assert_same_bits(&x.m, &r.m, &format!("{what}: exp_avg"));
         assert_same_bits(&x.v, &r.v, &format!("{what}: exp_avg_sq"));
     }
 }
 
-/// The kernels under test: the dispatched entry point and every kernel this
-/// CPU supports, called directly (not only the one dispatch picks).
-fn kernels() -> Vec<(&'static str, StepFn)> {
-    let mut all: Vec<(&'static str, StepFn)> =
-        vec![("dispatched", Box::new(adopt_step_scaled_view))];
-    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
-        all.push((
-            kernel.name(),
-            Box::new(
-                move |p: &mut [f32], g: &[f32], s: &mut StateView<'_>, h: &Hyper, c: Scaling| {
-                    adopt_step_with(kernel, p, g, s, h, c)
-                },
-            ),
-        ));
-    }
+/// `None` (dispatch) and every kernel this CPU supports, called directly (not
+/// only the one dispatch picks).
+fn kernel_choices() -> Vec<Option<Kernel>> {
+    let mut all = vec![None];
+    all.extend(
+        Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_available())
+            .map(Some),
+    );
     all
+}
+
+/// The kernels as step functions (for the sweeps below).
+fn kernels() -> Vec<(&'static str, StepFn)> {
+    kernel_choices()
+        .into_iter()
+        .map(|kernel| {
+            let f: StepFn = Box::new(
+                move |p: &mut [f32], g: &[f32], s: &mut StateView<'_>, h: &Hyper, c: Scaling| {
+                    adopt_step_ext(
+                        p,
+                        g,
+                        s,
+                        h,
+                        &StepOptions {
+                            kernel,
+                            scaling: c,
+                            caution_mask: None,
+                        },
+                    )
+                },
+            );
+            (kernel.map_or("dispatched", Kernel::name), f)
+        })
+        .collect()
 }
 
 fn buffers(len: usize) -> impl Strategy<Value = Buffers> {
@@ -89,9 +130,10 @@ fn buffers(len: usize) -> impl Strategy<Value = Buffers> {
         .prop_map(|(p, m, v, step)| Buffers { p, m, v, step })
 }
 
-/// Mostly no scaling; otherwise edge `inv_scale` values (some invalid) and
-/// sometimes `found_inf`.
-fn scaling() -> impl Strategy<Value = Scaling> {
+/// Mostly plain steps; otherwise edge `inv_scale` values (some invalid),
+/// sometimes `found_inf`, and sometimes a supplied caution mask (some
+/// impossible).
+fn options() -> impl Strategy<Value = StepOptions> {
     let inv_scale = prop::sample::select(vec![
         1.0,
         0.5,
@@ -105,14 +147,23 @@ fn scaling() -> impl Strategy<Value = Scaling> {
         f32::NAN,
         -1.0,
     ]);
-    prop_oneof![
+    let scaling = prop_oneof![
         3 => Just(Scaling::default()),
         2 => (inv_scale, prop::bool::weighted(0.2))
             .prop_map(|(inv_scale, found_inf)| Scaling { inv_scale, found_inf }),
-    ]
+    ];
+    let mask = prop_oneof![
+        4 => Just(None),
+        1 => (0_u64..200, 0_u64..200).prop_map(|(count, lanes)| Some(CautionMask { count, lanes })),
+    ];
+    (scaling, mask).prop_map(|(scaling, caution_mask)| StepOptions {
+        kernel: None,
+        scaling,
+        caution_mask,
+    })
 }
 
-type Run = (Buffers, Vec<Vec<f32>>, Hyper, Scaling);
+type Run = (Buffers, Vec<Vec<f32>>, Hyper, StepOptions);
 
 fn run(len: std::ops::Range<usize>, steps: std::ops::Range<usize>) -> impl Strategy<Value = Run> {
     (len, steps).prop_flat_map(|(len, steps)| {
@@ -120,7 +171,7 @@ fn run(len: std::ops::Range<usize>, steps: std::ops::Range<usize>) -> impl Strat
             buffers(len),
             prop::collection::vec(prop::collection::vec(value(), len), steps),
             hyper(),
-            scaling(),
+            options(),
         )
     })
 }
@@ -130,17 +181,17 @@ proptest! {
 
     #[test]
     fn single_step_matches_reference((b, grads, h, c) in run(0..70, 1..2)) {
-        for (name, f) in &kernels() {
-            compare(f, name, &b, &grads, &h, c);
+        for kernel in kernel_choices() {
+            compare(kernel, &b, &grads, &h, &c);
         }
     }
 
     #[test]
     fn multi_step_runs_match_reference((b, grads, h, c) in run(0..40, 2..8)) {
         let fresh = Buffers { m: vec![0.0; b.p.len()], v: vec![0.0; b.p.len()], step: 0, ..b.clone() };
-        for (name, f) in &kernels() {
-            compare(f, name, &b, &grads, &h, c);
-            compare(f, name, &fresh, &grads, &h, c);
+        for kernel in kernel_choices() {
+            compare(kernel, &b, &grads, &h, &c);
+            compare(kernel, &fresh, &grads, &h, &c);
         }
     }
 }

@@ -5,7 +5,10 @@
 
 mod common;
 
-use adopt::{Kernel, Scaling, StateView, adopt_step_with};
+use adopt::{
+    CautionMask, Kernel, Scaling, StateView, StepOptions, adopt_step_ext, adopt_step_with,
+    caution_mask,
+};
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
 
@@ -33,15 +36,26 @@ proptest! {
             for t in 0..3 {
                 let g = &grads[t * 100..t * 100 + n];
                 let whole = adopt_step_with(kernel, &mut wp, g, &mut StateView::new(&mut wm, &mut wv, &mut ws), &h, scaling);
+                // Cautious masking needs the tensor-wide count: each shard
+                // counts its lanes, the engine sums them (an all-reduce).
+                let options = StepOptions { kernel: Some(kernel), scaling, caution_mask: None };
+                let mut total = CautionMask::default();
                 for w in 0..bounds.len() - 1 {
                     let range = bounds[w]..bounds[w + 1];
-                    let shard = adopt_step_with(
-                        kernel,
+                    let state = StateView::new(&mut sm[range.clone()], &mut sv[range.clone()], &mut shard_steps[w]);
+                    if let Ok(mask) = caution_mask(&sp[range.clone()], &g[range.clone()], &state, &h, &options) {
+                        total = total + mask;
+                    }
+                }
+                let options = StepOptions { caution_mask: Some(total), ..options };
+                for w in 0..bounds.len() - 1 {
+                    let range = bounds[w]..bounds[w + 1];
+                    let shard = adopt_step_ext(
                         &mut sp[range.clone()],
                         &g[range.clone()],
                         &mut StateView::new(&mut sm[range.clone()], &mut sv[range.clone()], &mut shard_steps[w]),
                         &h,
-                        scaling,
+                        &options,
                     );
                     prop_assert_eq!(shard, whole, "shard {:?} result", range);
                 }

@@ -3,7 +3,9 @@
 //! - decoupled decay scaled by lr (torch-adopt, AdamW), fixed (pytorch-optimizer
 //!   `fixed_decay`) and corrected by lr²/max_lr (timm `corrected_weight_decay`);
 //! - Nesterov momentum (optax `adopt(nesterov=True)`): the parameter moves by
-//!   `b1·m + (1-b1)·ĝ` with the new `m`.
+//!   `b1·m + (1-b1)·ĝ` with the new `m`;
+//! - cautious masking (timm `caution`): `mask = (u·g > 0)`, `u = u·mask /
+//!   max(mean(mask), 1e-3)` over the whole tensor.
 
 use adopt::{DecayScaling, Hyper, State, adopt_step};
 use proptest::prelude::*;
@@ -15,6 +17,9 @@ fn model(p0: &[f32], grads: &[Vec<f32>], h: &Hyper) -> Vec<f64> {
     let mut m = vec![0.0_f64; p.len()];
     let mut v = vec![0.0_f64; p.len()];
     for (t, g) in grads.iter().enumerate() {
+        // timm computes the caution mask over the tensor after updating m.
+        let mut updates = vec![0.0_f64; p.len()];
+        let mut gs = vec![0.0_f64; p.len()];
         for i in 0..p.len() {
             let g = g[i] as f64;
             if t == 0 {
@@ -32,13 +37,28 @@ fn model(p0: &[f32], grads: &[Vec<f32>], h: &Hyper) -> Vec<f64> {
             let clip = (t as f64).powf(0.25);
             let normed = (g / v[i].sqrt().max(h.eps)).clamp(-clip, clip);
             m[i] = b1 * m[i] + (1.0 - b1) * normed;
-            let update = if h.nesterov {
+            updates[i] = if h.nesterov {
                 b1 * m[i] + (1.0 - b1) * normed
             } else {
                 m[i]
             };
-            p[i] -= h.lr * update;
+            gs[i] = g;
             v[i] = b2 * v[i] + (1.0 - b2) * g * g;
+        }
+        if t > 0 {
+            if h.cautious {
+                let mask: Vec<f64> = updates
+                    .iter()
+                    .zip(&gs)
+                    .map(|(u, g)| if u * g > 0.0 { 1.0 } else { 0.0 })
+                    .collect();
+                let mean = (mask.iter().sum::<f64>() / mask.len() as f64).max(1e-3);
+                updates
+                    .iter_mut()
+                    .zip(&mask)
+                    .for_each(|(u, k)| *u *= k / mean);
+            }
+            p.iter_mut().zip(&updates).for_each(|(p, u)| *p -= h.lr * u);
         }
     }
     p
@@ -79,6 +99,16 @@ fn variants() -> Vec<Hyper> {
         Hyper {
             nesterov: true,
             decay_scaling: DecayScaling::Fixed,
+            ..base
+        },
+        Hyper {
+            cautious: true,
+            weight_decay: 0.0,
+            ..base
+        },
+        Hyper {
+            cautious: true,
+            nesterov: true,
             ..base
         },
     ]

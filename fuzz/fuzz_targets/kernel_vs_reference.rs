@@ -101,6 +101,7 @@ fn hyper(b: &mut Bytes<'_>) -> Hyper {
             },
         },
         nesterov: flags & 4 != 0,
+        cautious: flags & 8 != 0,
     }
 }
 

@@ -62,6 +62,13 @@ unsafe impl F32Vector for Neon {
         unsafe { Neon(vbslq_f32(vcltq_f32(self.0, floor.0), floor.0, self.0)) }
     }
     #[inline(always)]
+    unsafe fn positive_select(self, then: Self) -> Self {
+        unsafe {
+            let zero = vdupq_n_f32(0.0);
+            Neon(vbslq_f32(vcgtq_f32(self.0, zero), then.0, zero))
+        }
+    }
+    #[inline(always)]
     unsafe fn min_keep_nan(self, hi: Self) -> Self {
         unsafe { Neon(vbslq_f32(vcgtq_f32(self.0, hi.0), hi.0, self.0)) }
     }
@@ -72,4 +79,10 @@ pub(crate) fn step_neon(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], 
     // SAFETY: NEON is in the aarch64 baseline (checked by `Kernel::is_available`
     // before this is reachable, and by the module's cfg).
     unsafe { super::step_generic::<Neon>(p, g, m, v, k) }
+}
+
+/// The caution count with NEON.
+pub(crate) fn count_neon(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepConstants) -> u64 {
+    // SAFETY: NEON is in the aarch64 baseline (see `step_neon`).
+    unsafe { super::count_generic::<Neon>(p, g, m, v, k) }
 }

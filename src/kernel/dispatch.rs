@@ -187,3 +187,29 @@ impl Kernel {
         }
     }
 }
+
+impl Kernel {
+    /// Counts the lanes passing the caution mask with this kernel, which must
+    /// be available.
+    pub(crate) fn count(
+        self,
+        p: &[f32],
+        g: &[f32],
+        m: &[f32],
+        v: &[f32],
+        k: &StepConstants,
+    ) -> u64 {
+        debug_assert!(self.is_available());
+        match self {
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as in `run`.
+            Kernel::Avx2Fma => unsafe { super::x86_64::count_avx2(p, g, m, v, k) },
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as in `run`.
+            Kernel::Avx512F => unsafe { super::x86_64::count_avx512(p, g, m, v, k) },
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+            Kernel::Neon => super::aarch64::count_neon(p, g, m, v, k),
+            _ => super::portable::count(p, g, m, v, k),
+        }
+    }
+}

@@ -68,6 +68,16 @@ pub(crate) unsafe trait F32Vector: Copy {
     unsafe fn max_keep_nan(self, floor: Self) -> Self;
     /// `self > hi ? hi : self`, lane by lane (keeps NaN in `self`).
     unsafe fn min_keep_nan(self, hi: Self) -> Self;
+    /// `self > 0 ? then : +0.0`, lane by lane (NaN selects `+0.0`).
+    unsafe fn positive_select(self, then: Self) -> Self;
+    /// How many of the first `n` lanes are `> 0` (NaN does not count).
+    #[inline(always)]
+    unsafe fn count_positive(self, n: usize) -> u32 {
+        let mut buf = [0.0_f32; MAX_LANES];
+        // SAFETY: the caller's guarantee of the ISA carries over.
+        unsafe { self.store(&mut buf) };
+        buf[..n].iter().filter(|&&x| x > 0.0).count() as u32
+    }
 }
 
 /// The step constants splatted into vectors once per call.
@@ -78,6 +88,7 @@ struct Splat<V> {
     clip: V,
     one_minus_beta1: V,
     beta1: V,
+    caution_scale: V,
     neg_lr: V,
     beta2: V,
     one_minus_beta2: V,
@@ -105,6 +116,7 @@ impl<V: F32Vector> Splat<V> {
                 clip: V::splat(k.clip),
                 one_minus_beta1: V::splat(k.one_minus_beta1),
                 beta1: V::splat(k.beta1),
+                caution_scale: V::splat(k.caution_scale.unwrap_or(0.0)),
                 neg_lr: V::splat(k.neg_lr),
                 beta2: V::splat(k.beta2),
                 one_minus_beta2: V::splat(k.one_minus_beta2),
@@ -158,6 +170,30 @@ unsafe fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Spl
     }
 }
 
+/// The new first moment and the update direction `u` (before cautious
+/// masking) of a step after the first: `(m, u)`.
+#[inline(always)]
+unsafe fn moment_and_direction<V: F32Vector>(
+    g: V,
+    mv: V,
+    vv: V,
+    k: &StepConstants,
+    s: &Splat<V>,
+) -> (V, V) {
+    // SAFETY: see the note above.
+    unsafe {
+        let denom = vv.sqrt().max_keep_nan(s.eps);
+        let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
+        let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
+        let u = if k.nesterov {
+            s.beta1.mul_add(mv, s.one_minus_beta1.mul(normed))
+        } else {
+            mv
+        };
+        (mv, u)
+    }
+}
+
 /// One vector of lanes of a step after the first.
 #[inline(always)]
 unsafe fn update<V: F32Vector, const PARTIAL: bool>(
@@ -176,14 +212,10 @@ unsafe fn update<V: F32Vector, const PARTIAL: bool>(
             pv = s.decay.mul_add(pv, pv);
         }
         let (mv, vv) = (load::<V, PARTIAL>(m), load::<V, PARTIAL>(v));
-        let denom = vv.sqrt().max_keep_nan(s.eps);
-        let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
-        let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
-        let update = if k.nesterov {
-            s.beta1.mul_add(mv, s.one_minus_beta1.mul(normed))
-        } else {
-            mv
-        };
+        let (mv, mut update) = moment_and_direction(g, mv, vv, k, s);
+        if k.caution_scale.is_some() {
+            update = update.mul(update.mul(g).positive_select(s.caution_scale));
+        }
         pv = s.neg_lr.mul_add(update, pv);
         let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
         store::<V, PARTIAL>(pv, p);
@@ -274,5 +306,55 @@ pub(crate) unsafe fn step_generic<V: F32Vector>(
         } else {
             for_each_vector::<V>(p, g, m, v, k, update::<V, false>, update::<V, true>);
         }
+    }
+}
+
+/// The number of lanes passing the caution mask (`u·g > 0`), reading the
+/// four equal-length slices and writing nothing: the first pass of a
+/// cautious step after the first.
+///
+/// # Safety
+///
+/// The CPU must support the instruction set of `V` (see [`F32Vector`]).
+#[inline(always)]
+pub(crate) unsafe fn count_generic<V: F32Vector>(
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    k: &StepConstants,
+) -> u64 {
+    debug_assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
+    // SAFETY: the caller guarantees `V`'s instruction set.
+    unsafe {
+        let s = Splat::<V>::new(k);
+        let lanes = V::LANES;
+        let agree = |p: V, grad: V, m: V, v: V| {
+            let g = effective_grad(p, grad, k, &s);
+            let (_, u) = moment_and_direction(g, m, v, k, &s);
+            u.mul(g)
+        };
+        let mut total = 0_u64;
+        let chunks = p
+            .chunks_exact(lanes)
+            .zip(g.chunks_exact(lanes))
+            .zip(m.chunks_exact(lanes))
+            .zip(v.chunks_exact(lanes));
+        for (((pc, gc), mc), vc) in chunks {
+            total += u64::from(
+                agree(V::load(pc), V::load(gc), V::load(mc), V::load(vc)).count_positive(lanes),
+            );
+        }
+        let body = p.len() - p.len() % lanes;
+        if body < p.len() {
+            let x = agree(
+                V::load_partial(&p[body..]),
+                V::load_partial(&g[body..]),
+                V::load_partial(&m[body..]),
+                V::load_partial(&v[body..]),
+            );
+            total += u64::from(x.count_positive(p.len() - body));
+        }
+        total
     }
 }

@@ -69,9 +69,19 @@ unsafe impl F32Vector for f32x8 {
         self.simd_lt(floor).bitselect(floor, self)
     }
     #[inline(always)]
+    unsafe fn positive_select(self, then: Self) -> Self {
+        self.simd_gt(f32x8::ZERO).bitselect(then, f32x8::ZERO)
+    }
+    #[inline(always)]
     unsafe fn min_keep_nan(self, hi: Self) -> Self {
         self.simd_gt(hi).bitselect(hi, self)
     }
+}
+
+/// The portable caution count.
+pub(crate) fn count(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepConstants) -> u64 {
+    // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl).
+    unsafe { super::count_generic::<f32x8>(p, g, m, v, k) }
 }
 
 /// The portable step.

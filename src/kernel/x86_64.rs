@@ -89,6 +89,17 @@ unsafe impl F32Vector for Avx2 {
             Avx2(_mm256_blendv_ps(self.0, hi.0, above))
         }
     }
+    #[inline(always)]
+    unsafe fn positive_select(self, then: Self) -> Self {
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            Avx2(_mm256_blendv_ps(
+                zero,
+                then.0,
+                _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, zero),
+            ))
+        }
+    }
 }
 
 /// A maskload/maskstore mask selecting lanes `0..n` (sign bit set).
@@ -113,6 +124,22 @@ pub(crate) unsafe fn step_avx2(
 ) {
     // SAFETY: the caller guarantees avx2 + fma.
     unsafe { super::step_generic::<Avx2>(p, g, m, v, k) }
+}
+
+/// The caution count with AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn count_avx2(
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    k: &StepConstants,
+) -> u64 {
+    // SAFETY: the caller guarantees avx2 + fma.
+    unsafe { super::count_generic::<Avx2>(p, g, m, v, k) }
 }
 
 /// Sixteen f32 lanes in an AVX-512 register.
@@ -202,6 +229,17 @@ unsafe impl F32Vector for Avx512 {
             Avx512(_mm512_mask_blend_ps(above, self.0, hi.0))
         }
     }
+    #[inline(always)]
+    unsafe fn positive_select(self, then: Self) -> Self {
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            Avx512(_mm512_mask_blend_ps(
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, zero),
+                zero,
+                then.0,
+            ))
+        }
+    }
 }
 
 /// The step with AVX-512F.
@@ -218,4 +256,20 @@ pub(crate) unsafe fn step_avx512(
 ) {
     // SAFETY: the caller guarantees avx512f.
     unsafe { super::step_generic::<Avx512>(p, g, m, v, k) }
+}
+
+/// The caution count with AVX-512F.
+///
+/// # Safety
+/// The CPU must support `avx512f`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn count_avx512(
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    k: &StepConstants,
+) -> u64 {
+    // SAFETY: the caller guarantees avx512f.
+    unsafe { super::count_generic::<Avx512>(p, g, m, v, k) }
 }

@@ -131,9 +131,23 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
         DecayScaling::Corrected { max_lr: 1e-30 },
         DecayScaling::Corrected { max_lr: 0.0 },
     ]);
-    let flags = (any::<bool>(), any::<bool>(), prop::bool::weighted(0.3));
+    let flags = (
+        any::<bool>(),
+        any::<bool>(),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
+    );
     (lr, beta.clone(), beta, eps, wd, flags, clip, decay_scaling).prop_map(
-        |(lr, b1, b2, eps, weight_decay, (decouple, maximize, nesterov), clip, decay_scaling)| {
+        |(
+            lr,
+            b1,
+            b2,
+            eps,
+            weight_decay,
+            (decouple, maximize, nesterov, cautious),
+            clip,
+            decay_scaling,
+        )| {
             Hyper {
                 lr,
                 betas: (b1, b2),
@@ -144,6 +158,7 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
                 clip,
                 decay_scaling,
                 nesterov,
+                cautious,
             }
         },
     )
