@@ -32,7 +32,9 @@
 //! is a committed version-1 checkpoint that every build must load.
 //!
 //! A group using [`Clip::Custom`] (a function) cannot be saved:
-//! [`Adopt::save`] returns [`CheckpointError::CustomClip`].
+//! [`Adopt::save`] returns [`CheckpointError::CustomClip`]; a group whose
+//! hyperparameters are invalid gets their [`Error::InvalidHyper`], so every
+//! checkpoint that saves also loads.
 //!
 //! ```
 //! use adopt::{Adopt, Hyper, Item};
@@ -159,6 +161,9 @@ impl Reader<'_> {
 }
 
 fn write_group(w: &mut Writer, index: usize, h: &Hyper) -> Result<(), Error> {
+    // What is saved must load: hyperparameters made invalid through
+    // `hyper_mut` are refused here, not discovered at load time.
+    h.validate()?;
     for x in [h.lr, h.betas.0, h.betas.1, h.eps, h.weight_decay] {
         w.f64(x);
     }

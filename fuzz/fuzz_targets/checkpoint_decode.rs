@@ -1,0 +1,86 @@
+//! Arbitrary bytes never panic the checkpoint decoder; mutated valid
+//! checkpoints either load a state that re-encodes to the same bytes, or
+//! return an `Error` leaving the optimizer unchanged.
+
+#![no_main]
+
+use adopt::{Adopt, Hyper, Item};
+use libfuzzer_sys::fuzz_target;
+
+/// A small trained optimizer whose checkpoint the fuzzer mutates.
+fn trained() -> Adopt {
+    let mut opt = Adopt::new();
+    let g0 = opt
+        .add_group(Hyper {
+            lr: 0.01,
+            nesterov: true,
+            ..Hyper::default()
+        })
+        .unwrap();
+    let g1 = opt
+        .add_group(Hyper {
+            weight_decay: 0.1,
+            decouple: true,
+            cautious: true,
+            ..Hyper::default()
+        })
+        .unwrap();
+    let a = opt.add_param(g0, 3, Some("a")).unwrap();
+    let b = opt.add_param(g1, 2, None).unwrap();
+    opt.add_param(g1, 1, Some("unused")).unwrap();
+    let (mut da, mut db) = (vec![1.0_f32, 2.0, 3.0], vec![-1.0_f32, 0.5]);
+    for _ in 0..2 {
+        opt.step(&mut [
+            Item {
+                id: a,
+                params: &mut da,
+                grads: Some(&[0.1, -0.2, 0.3]),
+            },
+            Item {
+                id: b,
+                params: &mut db,
+                grads: Some(&[1.0, -1.0]),
+            },
+        ])
+        .unwrap();
+    }
+    opt
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut opt = trained();
+    let before = opt.save().unwrap();
+    // Raw bytes, and the valid checkpoint with the input XORed over it (so
+    // most inputs are near-valid and reach the deep decoding paths).
+    let mut mutated = before.clone();
+    for (i, b) in data.iter().enumerate() {
+        let n = mutated.len();
+        mutated[i % n] ^= b;
+    }
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        mutated.truncate(data.len() % (before.len() + 1));
+    }
+    for bytes in [data, &mutated[..]] {
+        match Adopt::from_checkpoint(bytes) {
+            Ok(loaded) => {
+                // The checksum makes accidental acceptance astronomically
+                // unlikely, but whatever loads must re-encode identically.
+                assert_eq!(
+                    loaded.save().unwrap(),
+                    bytes,
+                    "a loaded checkpoint re-encodes differently"
+                );
+            }
+            Err(_) => {}
+        }
+        match opt.load(bytes) {
+            Ok(()) => assert_eq!(opt.save().unwrap(), bytes),
+            Err(_) => assert_eq!(
+                opt.save().unwrap(),
+                before,
+                "a failed load changed the optimizer"
+            ),
+        }
+        opt = trained();
+    }
+});
