@@ -113,7 +113,8 @@ impl fmt::Display for HyperParam {
 /// println!("{err}"); // "grads has 3 lanes, expected 4 (the length of params)"
 /// ```
 ///
-/// Errors compare equal when their fields are bit-identical, so an error
+/// Errors compare equal when their fields are equal, with every NaN equal to
+/// every other NaN (NaN payloads and signs are not meaningful), so an error
 /// holding a NaN value equals itself.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -320,7 +321,7 @@ impl PartialEq for Error {
                 },
             ) => (buffer, expected, got) == (b, e, g),
             (InvalidHyper { param, value }, InvalidHyper { param: p, value: v }) => {
-                param == p && value.to_bits() == v.to_bits()
+                param == p && same_f64(value, v)
             }
             (
                 InvalidClip { step, threshold },
@@ -328,7 +329,7 @@ impl PartialEq for Error {
                     step: s,
                     threshold: t,
                 },
-            ) => step == s && threshold.to_bits() == t.to_bits(),
+            ) => step == s && same_f64(threshold, t),
             (StepOverflow, StepOverflow) => true,
             (KernelUnavailable(a), KernelUnavailable(b)) => a == b,
             #[cfg(feature = "alloc")]
@@ -354,5 +355,10 @@ impl PartialEq for Error {
 }
 
 impl Eq for Error {}
+
+/// Equality for the f64 values errors carry: bit-identical, or both NaN.
+fn same_f64(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
 
 impl core::error::Error for Error {}
