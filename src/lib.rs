@@ -71,6 +71,9 @@
 //!   `RAYON_NUM_THREADS` or `rayon::ThreadPoolBuilder::build_global`), or the
 //!   pool whose `install` the step runs inside; a one-thread pool keeps every
 //!   step serial.
+//! - `half`: [`precision`] steps `bf16`/`f16` parameters and gradients with
+//!   f32 arithmetic, optionally with an f32 master copy, `bf16` optimizer
+//!   state and stochastic rounding.
 //! - `complex`: [`complex`] steps `num_complex::Complex32` parameters as
 //!   interleaved real lanes, zero-copy, as the reference's `view_as_real`.
 //!
@@ -100,6 +103,8 @@ mod kernel;
 #[cfg(feature = "alloc")]
 mod optimizer;
 mod parallel;
+#[cfg(feature = "half")]
+pub mod precision;
 pub mod reference;
 mod state;
 
