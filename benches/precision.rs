@@ -6,7 +6,7 @@
 use adopt::precision::{Rounding, adopt_step_half, adopt_step_master};
 use adopt::{Hyper, StateView};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use half::bf16;
+use half::{bf16, f16};
 
 fn bench(c: &mut Criterion) {
     let hyper = Hyper::default();
@@ -22,6 +22,10 @@ fn bench(c: &mut Criterion) {
             vec![0.0_f32; n],
             vec![bf16::ZERO; n],
             vec![bf16::ZERO; n],
+        );
+        let (mut p16, g16): (Vec<f16>, Vec<f16>) = (
+            f.iter().map(|&x| f16::from_f32(x)).collect(),
+            f.iter().map(|&x| f16::from_f32(x)).collect(),
         );
         let mut master = f.clone();
         let mut step = 1_u64;
@@ -47,6 +51,23 @@ fn bench(c: &mut Criterion) {
                     adopt_step_half(
                         &mut ph,
                         &gh,
+                        &mut mf,
+                        &mut vf,
+                        &mut step,
+                        &hyper,
+                        Rounding::NearestEven,
+                    )
+                    .unwrap()
+                })
+            },
+        );
+        group.bench_function(
+            BenchmarkId::from_parameter("f16_params_grads_f32_state_22B"),
+            |b| {
+                b.iter(|| {
+                    adopt_step_half(
+                        &mut p16,
+                        &g16,
                         &mut mf,
                         &mut vf,
                         &mut step,

@@ -47,30 +47,97 @@ use half::{bf16, f16};
 /// Lanes converted per block (stack buffers of 4 × 512 f32).
 pub const BLOCK: usize = 512;
 
-/// A storage type for f32 lanes: `f32`, `bf16` or `f16`.
-pub trait Lane: Copy + Send + Sync + 'static {
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
+}
+
+/// A storage type for f32 lanes: `f32`, `bf16` or `f16` (sealed).
+pub trait Lane: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Widens exactly to f32.
     fn to_f32(self) -> f32;
-    /// Rounds an f32 to nearest, ties to even.
+    /// Rounds an f32 to nearest, ties to even (NaN stays NaN).
     fn from_f32(x: f32) -> Self;
     /// Rounds an f32 stochastically with 16 random bits, where the type
     /// supports it (bf16); others round to nearest.
     fn from_f32_stochastic(x: f32, _random: u16) -> Self {
         Self::from_f32(x)
     }
+    /// Whether the type is `f32` itself (stepped in place, not copied).
+    const IS_F32: bool = false;
+    /// `src` as f32 lanes: itself for `f32`, else widened into `scratch`
+    /// (of equal length).
+    #[inline(always)]
+    fn view<'a>(src: &'a [Self], scratch: &'a mut [f32]) -> &'a [f32] {
+        Self::widen(src, scratch);
+        scratch
+    }
+    /// `src` as mutable f32 lanes: itself for `f32`, else widened into
+    /// `scratch`, to be rounded back with [`write_back`](Lane::write_back).
+    #[inline(always)]
+    fn view_mut<'a>(src: &'a mut [Self], scratch: &'a mut [f32]) -> &'a mut [f32] {
+        Self::widen(src, scratch);
+        scratch
+    }
+    /// Rounds the lanes a [`view_mut`](Lane::view_mut) of `dst` left in
+    /// `scratch` back into `dst` (nothing to do for `f32`).
+    #[inline(always)]
+    fn write_back(dst: &mut [Self], scratch: &[f32]) {
+        Self::narrow(scratch, dst);
+    }
+    /// Widens `src` into `dst` (equal lengths), lane by lane as
+    /// [`to_f32`](Lane::to_f32).
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+    /// Rounds `src` into `dst` (equal lengths), lane by lane as
+    /// [`from_f32`](Lane::from_f32).
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(s);
+        }
+    }
 }
 
 impl Lane for f32 {
+    const IS_F32: bool = true;
+    #[inline(always)]
+    fn view<'a>(src: &'a [Self], _scratch: &'a mut [f32]) -> &'a [f32] {
+        src
+    }
+    #[inline(always)]
+    fn view_mut<'a>(src: &'a mut [Self], _scratch: &'a mut [f32]) -> &'a mut [f32] {
+        src
+    }
+    #[inline(always)]
+    fn write_back(_dst: &mut [Self], _scratch: &[f32]) {}
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         self
     }
+    #[inline(always)]
     fn from_f32(x: f32) -> Self {
         x
     }
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
 }
 
-// The bf16 conversions are written out (bit operations the compiler
-// vectorises) rather than called from `half`, whose per-lane calls do not.
+// The bf16 conversions are written out as bit operations, which the
+// compiler vectorises (inside `Kernel::within`, for the kernel's
+// instruction set), rather than called per lane from `half`.
 impl Lane for bf16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -87,9 +154,10 @@ impl Lane for bf16 {
     /// Adds 16 random bits below the bf16 mantissa and truncates: rounds up
     /// with probability equal to the discarded fraction, so the rounding is
     /// unbiased. NaN and ±inf round as to nearest.
+    #[inline(always)]
     fn from_f32_stochastic(x: f32, random: u16) -> Self {
         if !x.is_finite() {
-            return bf16::from_f32(x);
+            return <bf16 as Lane>::from_f32(x);
         }
         let bits = x.to_bits().wrapping_add(random as u32);
         // A carry into the exponent rounds up to the next binade, or to inf
@@ -98,12 +166,26 @@ impl Lane for bf16 {
     }
 }
 
+// f16 goes through `half`'s slice conversions, which use the F16C
+// instructions where the CPU has them (detected at run time with `std`).
 impl Lane for f16 {
+    #[inline(always)]
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    #[inline(always)]
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
+    }
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        dst.convert_from_f32_slice(src);
     }
 }
 
@@ -123,20 +205,77 @@ pub enum Rounding {
     },
 }
 
-/// 16 random bits for a lane: SplitMix64 of (seed, step, lane).
-fn random_bits(seed: u64, step: u64, lane: u64) -> u16 {
-    let mut z =
-        seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ lane.wrapping_mul(0xd1b5_4a32_d192_ed03);
+/// The key of a random stream: SplitMix64 of (seed, step, the high half of
+/// the lane index), computed once per block.
+fn stream_key(seed: u64, step: u64, lane_hi: u64) -> u32 {
+    let mut z = seed
+        ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ lane_hi.wrapping_mul(0xd1b5_4a32_d192_ed03);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as u16
+    (z ^ (z >> 31)) as u32
+}
+
+/// 16 random bits for a lane of a stream: a 32-bit integer hash (a
+/// bijection, so distinct lanes of a stream never share an input) of the
+/// low half of the lane index and the key. 32-bit multiplies vectorise.
+#[inline(always)]
+fn lane_bits(key: u32, lane_lo: u32) -> u16 {
+    let mut x = lane_lo ^ key;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    (x >> 16) as u16
+}
+
+/// Rounds `src` into `dst` stochastically, lanes numbered from `first_lane`
+/// (a multiple of [`BLOCK`]): each lane's random bits depend only on
+/// `(seed, step, lane)`.
+#[inline(always)]
+fn round_stochastic<P: Lane>(src: &[f32], dst: &mut [P], seed: u64, step: u64, first_lane: u64) {
+    for (b, (dst, src)) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK)).enumerate() {
+        // BLOCK divides 2^32, so a block never straddles a change of the
+        // high half of the lane index.
+        let lane = first_lane + (b * BLOCK) as u64;
+        let key = stream_key(seed, step, lane >> 32);
+        let lo = lane as u32;
+        for (i, (d, &x)) in dst.iter_mut().zip(src).enumerate() {
+            *d = P::from_f32_stochastic(x, lane_bits(key, lo.wrapping_add(i as u32)));
+        }
+    }
 }
 
 /// One block of the four buffers, as the chunk iterators yield it.
 type BlockOf<'a, P, G, S> = ((&'a mut [P], &'a [G]), (&'a mut [S], &'a mut [S]));
 
+/// f32 scratch for one block of each buffer.
+type Scratch = [[f32; BLOCK]; 4];
+
+/// Steps a run of consecutive blocks starting at lane `first_lane`: widen,
+/// step with the kernel, round back, block by block, inside the kernel's
+/// instruction set.
+fn step_blocks<'a, P: Lane, G: Lane, S: Lane>(
+    kernel: Kernel,
+    blocks: impl Iterator<Item = (usize, BlockOf<'a, P, G, S>)>,
+    k: &StepConstants,
+    rounding: Rounding,
+    buf: &mut Scratch,
+) {
+    kernel.within(
+        #[inline(always)]
+        || {
+            for (i, ((p, g), (m, v))) in blocks {
+                step_block(kernel, p, g, m, v, k, rounding, (i * BLOCK) as u64, buf);
+            }
+        },
+    )
+}
+
 /// One block: widen, step with the kernel, round back.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn step_block<P: Lane, G: Lane, S: Lane>(
     kernel: Kernel,
     p: &mut [P],
@@ -146,42 +285,30 @@ fn step_block<P: Lane, G: Lane, S: Lane>(
     k: &StepConstants,
     rounding: Rounding,
     first_lane: u64,
+    buf: &mut Scratch,
 ) {
     let n = p.len();
-    let mut buf = [[0.0_f32; BLOCK]; 4];
-    let [bp, bg, bm, bv] = &mut buf;
-    bp.iter_mut()
-        .zip(p.iter())
-        .for_each(|(b, x)| *b = x.to_f32());
-    bg.iter_mut().zip(g).for_each(|(b, x)| *b = x.to_f32());
-    bm.iter_mut()
-        .zip(m.iter())
-        .for_each(|(b, x)| *b = x.to_f32());
-    bv.iter_mut()
-        .zip(v.iter())
-        .for_each(|(b, x)| *b = x.to_f32());
-    kernel.run(&mut bp[..n], &bg[..n], &mut bm[..n], &mut bv[..n], k);
+    let [bp, bg, bm, bv] = buf;
+    let (bp, bg, bm, bv) = (&mut bp[..n], &mut bg[..n], &mut bm[..n], &mut bv[..n]);
+    kernel.run(
+        P::view_mut(p, bp),
+        G::view(g, bg),
+        S::view_mut(m, bm),
+        S::view_mut(v, bv),
+        k,
+    );
     match rounding {
-        Rounding::NearestEven => p
-            .iter_mut()
-            .zip(&bp[..n])
-            .for_each(|(p, &x)| *p = P::from_f32(x)),
-        Rounding::Stochastic { seed } => {
-            for (i, (p, &x)) in p.iter_mut().zip(&bp[..n]).enumerate() {
-                *p = P::from_f32_stochastic(x, random_bits(seed, k.step, first_lane + i as u64));
-            }
+        Rounding::Stochastic { seed } if !P::IS_F32 => {
+            round_stochastic(bp, p, seed, k.step, first_lane)
         }
+        _ => P::write_back(p, bp),
     }
-    m.iter_mut()
-        .zip(&bm[..n])
-        .for_each(|(m, &x)| *m = S::from_f32(x));
-    v.iter_mut()
-        .zip(&bv[..n])
-        .for_each(|(v, &x)| *v = S::from_f32(x));
+    S::write_back(m, bm);
+    S::write_back(v, bv);
 }
 
-/// One block's caution count.
-fn count_block<P: Lane, G: Lane, S: Lane>(
+/// The caution count over all blocks.
+fn count_blocks<P: Lane, G: Lane, S: Lane>(
     kernel: Kernel,
     p: &[P],
     g: &[G],
@@ -189,15 +316,30 @@ fn count_block<P: Lane, G: Lane, S: Lane>(
     v: &[S],
     k: &StepConstants,
 ) -> u64 {
-    let n = p.len();
     let mut buf = [[0.0_f32; BLOCK]; 4];
-    for i in 0..n {
-        buf[0][i] = p[i].to_f32();
-        buf[1][i] = g[i].to_f32();
-        buf[2][i] = m[i].to_f32();
-        buf[3][i] = v[i].to_f32();
-    }
-    kernel.count(&buf[0][..n], &buf[1][..n], &buf[2][..n], &buf[3][..n], k)
+    kernel.within(
+        #[inline(always)]
+        || {
+            let mut count = 0;
+            for (((p, g), m), v) in p
+                .chunks(BLOCK)
+                .zip(g.chunks(BLOCK))
+                .zip(m.chunks(BLOCK))
+                .zip(v.chunks(BLOCK))
+            {
+                let n = p.len();
+                let [bp, bg, bm, bv] = &mut buf;
+                count += kernel.count(
+                    P::view(p, &mut bp[..n]),
+                    G::view(g, &mut bg[..n]),
+                    S::view(m, &mut bm[..n]),
+                    S::view(v, &mut bv[..n]),
+                    k,
+                );
+            }
+            count
+        },
+    )
 }
 
 /// The step over any mix of storage types: parameters `P`, gradients `G`,
@@ -235,16 +377,8 @@ pub fn adopt_step_half<P: Lane, G: Lane, S: Lane>(
     }
     let mut k = hyper.constants(*step)?;
     let kernel = Kernel::active();
-    let blocks = || {
-        params
-            .chunks(BLOCK)
-            .zip(grads.chunks(BLOCK))
-            .zip(exp_avg.chunks(BLOCK).zip(exp_avg_sq.chunks(BLOCK)))
-    };
     if hyper.cautious && k.step > 0 {
-        let count = blocks()
-            .map(|((p, g), (m, v))| count_block(kernel, p, g, m, v, &k))
-            .sum();
+        let count = count_blocks(kernel, params, grads, exp_avg, exp_avg_sq, &k);
         k.caution_scale = Some(
             CautionMask {
                 count,
@@ -253,32 +387,41 @@ pub fn adopt_step_half<P: Lane, G: Lane, S: Lane>(
             .scale(),
         );
     }
-    let run = |(i, ((p, g), (m, v))): (usize, BlockOf<'_, P, G, S>)| {
-        step_block(kernel, p, g, m, v, &k, rounding, (i * BLOCK) as u64)
-    };
     #[cfg(feature = "rayon")]
     if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
+        // Tasks of at least 32 blocks (16K lanes), each with one scratch.
+        const TASK: usize = 32 * BLOCK;
         params
-            .par_chunks_mut(BLOCK)
-            .zip(grads.par_chunks(BLOCK))
+            .par_chunks_mut(TASK)
+            .zip(grads.par_chunks(TASK))
             .zip(
                 exp_avg
-                    .par_chunks_mut(BLOCK)
-                    .zip(exp_avg_sq.par_chunks_mut(BLOCK)),
+                    .par_chunks_mut(TASK)
+                    .zip(exp_avg_sq.par_chunks_mut(TASK)),
             )
             .enumerate()
-            .with_min_len(32) // tasks of at least 16K lanes
-            .for_each(run);
+            .for_each_init(
+                || [[0.0_f32; BLOCK]; 4],
+                |buf, (t, ((p, g), (m, v)))| {
+                    let blocks = p
+                        .chunks_mut(BLOCK)
+                        .zip(g.chunks(BLOCK))
+                        .zip(m.chunks_mut(BLOCK).zip(v.chunks_mut(BLOCK)))
+                        .enumerate()
+                        .map(|(i, b)| (t * (TASK / BLOCK) + i, b));
+                    step_blocks(kernel, blocks, &k, rounding, buf);
+                },
+            );
         *step += 1;
         return Ok(());
     }
-    params
+    let blocks = params
         .chunks_mut(BLOCK)
         .zip(grads.chunks(BLOCK))
         .zip(exp_avg.chunks_mut(BLOCK).zip(exp_avg_sq.chunks_mut(BLOCK)))
-        .enumerate()
-        .for_each(run);
+        .enumerate();
+    step_blocks(kernel, blocks, &k, rounding, &mut [[0.0_f32; BLOCK]; 4]);
     *step += 1;
     Ok(())
 }
@@ -325,13 +468,15 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
         hyper,
         Rounding::NearestEven,
     )?;
-    for (i, (p, &x)) in params.iter_mut().zip(master.iter()).enumerate() {
-        *p = match rounding {
-            Rounding::NearestEven => P::from_f32(x),
-            Rounding::Stochastic { seed } => {
-                P::from_f32_stochastic(x, random_bits(seed, step_before, i as u64))
-            }
-        };
+    match rounding {
+        Rounding::NearestEven => Kernel::active().within(
+            #[inline(always)]
+            || P::narrow(master, params),
+        ),
+        Rounding::Stochastic { seed } => Kernel::active().within(
+            #[inline(always)]
+            || round_stochastic(master, params, seed, step_before, 0),
+        ),
     }
     Ok(())
 }

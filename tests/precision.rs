@@ -299,3 +299,106 @@ fn bf16_conversions_match_half() {
         );
     }
 }
+
+#[test]
+fn stochastic_rounding_from_the_master_copy_is_unbiased() {
+    // The first step moves nothing (it only initialises v), so the
+    // parameters are the master rounded once: their mean over many lanes
+    // approaches the master value, where rounding to nearest is off by a
+    // fixed fraction of a bf16 spacing.
+    let n = if cfg!(miri) { 512 } else { 100_000 };
+    let x = 1.0_f32 + 3.0 * 2.0_f32.powi(-10);
+    let mut master = vec![x; n];
+    let mut params = vec![bf16::ZERO; n];
+    let mut state = State::new(n);
+    adopt_step_master(
+        &mut master,
+        &mut params,
+        &vec![bf16::from_f32(0.5); n],
+        &mut state.view_mut(),
+        &Hyper::default(),
+        Rounding::Stochastic { seed: 42 },
+    )
+    .unwrap();
+    assert!(master.iter().all(|&m| m == x));
+    let (lo, hi) = (bf16::from_f32(1.0), bf16::from_f32(1.0 + 2.0_f32.powi(-7)));
+    assert!(params.iter().all(|&p| p == lo || p == hi));
+    let mean = params.iter().map(|p| p.to_f32() as f64).sum::<f64>() / n as f64;
+    let ulp = 2.0_f64.powi(-7);
+    let tolerance = if cfg!(miri) { ulp / 5.0 } else { ulp / 50.0 };
+    assert!((mean - x as f64).abs() < tolerance, "mean {mean} vs {x}");
+}
+
+#[test]
+fn bad_input_to_the_half_step_changes_nothing() {
+    let p0: Vec<bf16> = (0..9).map(|i| bf16::from_f32(i as f32)).collect();
+    let g9 = vec![bf16::from_f32(0.5); 9];
+    let g8 = vec![bf16::from_f32(0.5); 8];
+    let s9 = vec![bf16::from_f32(0.25); 9];
+    let s8 = vec![bf16::from_f32(0.25); 8];
+    let bad_lr = Hyper {
+        lr: -1.0,
+        ..Hyper::default()
+    };
+    let good = Hyper::default();
+    #[allow(clippy::type_complexity)]
+    let cases: [(&[bf16], &[bf16], &[bf16], u64, &Hyper, Error); 5] = [
+        (
+            &g8,
+            &s9,
+            &s9,
+            1,
+            &good,
+            Error::LengthMismatch {
+                buffer: Buffer::Grads,
+                expected: 9,
+                got: 8,
+            },
+        ),
+        (
+            &g9,
+            &s8,
+            &s9,
+            1,
+            &good,
+            Error::LengthMismatch {
+                buffer: Buffer::ExpAvg,
+                expected: 9,
+                got: 8,
+            },
+        ),
+        (
+            &g9,
+            &s9,
+            &s8,
+            1,
+            &good,
+            Error::LengthMismatch {
+                buffer: Buffer::ExpAvgSq,
+                expected: 9,
+                got: 8,
+            },
+        ),
+        (&g9, &s9, &s9, u64::MAX, &good, Error::StepOverflow),
+        (
+            &g9,
+            &s9,
+            &s9,
+            1,
+            &bad_lr,
+            Error::InvalidHyper {
+                param: adopt::HyperParam::Lr,
+                value: -1.0,
+            },
+        ),
+    ];
+    for (g, m0, v0, step0, h, want) in cases {
+        for rounding in [Rounding::NearestEven, Rounding::Stochastic { seed: 3 }] {
+            let (mut p, mut m, mut v, mut step) = (p0.clone(), m0.to_vec(), v0.to_vec(), step0);
+            let got = adopt_step_half(&mut p, g, &mut m, &mut v, &mut step, h, rounding);
+            assert_eq!(got, Err(want));
+            assert!(same(&p, &p0) && same(&m, m0) && same(&v, v0));
+            assert_eq!(step, step0);
+        }
+    }
+}

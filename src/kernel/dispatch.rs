@@ -189,6 +189,26 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// Runs `f` inside a function compiled for this kernel's instruction
+    /// set, which must be available, so that the loops `f` inlines are
+    /// vectorised for it (the portable and NEON kernels just call `f`).
+    #[cfg(feature = "half")]
+    #[inline]
+    pub(crate) fn within<R>(self, f: impl FnOnce() -> R) -> R {
+        debug_assert!(self.is_available());
+        match self {
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as in `run`.
+            Kernel::Avx2Fma => unsafe { super::x86_64::within_avx2(f) },
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as in `run`.
+            Kernel::Avx512F => unsafe { super::x86_64::within_avx512(f) },
+            _ => f(),
+        }
+    }
+}
+
+impl Kernel {
     /// Counts the lanes passing the caution mask with this kernel, which must
     /// be available.
     pub(crate) fn count(

@@ -273,3 +273,24 @@ pub(crate) unsafe fn count_avx512(
     // SAFETY: the caller guarantees avx512f.
     unsafe { super::count_generic::<Avx512>(p, g, m, v, k) }
 }
+
+/// Runs `f` compiled with AVX2 + FMA, so the loops it inlines (the
+/// half-precision conversions) are vectorised with them.
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`.
+#[cfg(feature = "half")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn within_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// Runs `f` compiled with AVX-512F (see [`within_avx2`]).
+///
+/// # Safety
+/// The CPU must support `avx512f`.
+#[cfg(feature = "half")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn within_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
