@@ -21,6 +21,7 @@ use crate::error::{Error, HyperParam};
 /// assert_eq!(Clip::Custom(warmup).threshold(3), 0.1);
 /// ```
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Clip {
     /// No clipping (the reference's `clip_lambda=None`).
     None,
@@ -35,6 +36,10 @@ pub enum Clip {
         exponent: f64,
     },
     /// Any schedule, called with the number of steps already taken.
+    ///
+    /// A function cannot be serialized: with the `serde` feature,
+    /// serializing a `Custom` schedule is an error.
+    #[cfg_attr(feature = "serde", serde(skip))]
     Custom(fn(u64) -> f64),
 }
 
@@ -79,7 +84,12 @@ impl Clip {
 /// each once ([`Hyper::constants`]); with f32 hyperparameters `1 - 0.9999`
 /// would be off by 1.7e-5 relative and trajectories would drift from the
 /// reference.
+///
+/// With the `serde` feature, `Hyper` serializes field by field; fields
+/// missing when deserializing take their [`Default`] values.
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct Hyper {
     /// Learning rate; a finite number >= 0. Default `1e-3`.
     pub lr: f64,
@@ -168,6 +178,7 @@ impl CautionMask {
 /// # Ok::<(), adopt::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DecayScaling {
     /// `p -= lr·wd·p` (the reference, AdamW).
     #[default]

@@ -76,6 +76,8 @@
 //!   state and stochastic rounding.
 //! - `complex`: [`complex`] steps `num_complex::Complex32` parameters as
 //!   interleaved real lanes, zero-copy, as the reference's `view_as_real`.
+//! - `serde`: `Serialize`/`Deserialize` for [`Hyper`], [`Clip`],
+//!   [`DecayScaling`] and [`State`].
 //!
 //! ## Kernels
 //!

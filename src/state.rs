@@ -19,8 +19,14 @@ use alloc::{vec, vec::Vec};
 /// assert_eq!(state.step(), 1);
 /// # Ok::<(), adopt::Error>(())
 /// ```
+///
+/// With the `serde` feature, `State` serializes as its three fields
+/// `exp_avg`, `exp_avg_sq` and `step` (formats without NaN and infinities,
+/// such as JSON, cannot hold every state; the crate's own
+/// [`checkpoint`](crate::checkpoint) format holds any).
 #[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct State {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
