@@ -5,7 +5,7 @@
 use crate::error::{Buffer, Error};
 use crate::hyper::{Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
-use crate::state::{State, StateView};
+use crate::state::State;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -79,13 +79,51 @@ pub struct Adopt {
     /// detection without allocating).
     seen: Vec<u64>,
     calls: u64,
+    /// Per-step scratch, kept to avoid allocating in steady state: one
+    /// [`Work`] per item of the current step.
+    work: Vec<Work>,
+    /// Per-step scratch: the distinct constants of the current step.
+    constants: Vec<StepConstants>,
 }
 
-/// What one buffer of a step needs once validation has passed.
+/// What one item of a step needs once validation has passed.
+#[derive(Clone, Copy, Debug, Default)]
 struct Work {
-    index: usize,
-    constants: StepConstants,
+    /// The parameter's index.
+    index: u32,
+    /// Its constants' slot in `Adopt::constants`, or [`Work::SKIP`] for an
+    /// item without a gradient.
+    constants: u32,
 }
+
+impl Work {
+    const SKIP: u32 = u32::MAX;
+}
+
+/// The optimizer's parameters as a raw pointer, shared by the tasks of one
+/// step, each of which touches a different parameter.
+#[derive(Clone, Copy)]
+struct ParamsPtr(*mut Param);
+
+impl ParamsPtr {
+    /// The parameter at `index`.
+    ///
+    /// # Safety
+    /// `index` must be in bounds of the parameters the pointer was taken
+    /// from, which must outlive `'a`, and no other reference to that
+    /// parameter may exist during `'a`.
+    unsafe fn get<'a>(self, index: usize) -> &'a mut Param {
+        // SAFETY: guaranteed by the caller.
+        unsafe { &mut *self.0.add(index) }
+    }
+}
+
+// SAFETY: a `ParamsPtr` is only dereferenced at indices that `validate`
+// proved distinct (duplicate ids are refused), so no two threads touch the
+// same `Param`, and `Param` itself is `Send`.
+unsafe impl Send for ParamsPtr {}
+// SAFETY: as above: shared access only hands out disjoint elements.
+unsafe impl Sync for ParamsPtr {}
 
 impl Adopt {
     /// An optimizer with no groups and no parameters.
@@ -186,51 +224,67 @@ impl Adopt {
     /// [`step`](Adopt::step) with mixed-precision [`Scaling`] for all items;
     /// `found_inf` skips the whole step (after validation).
     pub fn step_scaled(&mut self, items: &mut [Item<'_>], scaling: Scaling) -> Result<(), Error> {
-        let mut work = self.validate(items, scaling)?;
+        let lanes = self.validate(items, scaling)?;
         if scaling.found_inf {
             return Ok(());
         }
-        for w in &work {
-            let p = &mut self.params[w.index];
+        for w in &self.work {
+            if w.constants == Work::SKIP {
+                continue;
+            }
+            let p = &mut self.params[w.index as usize];
             if p.state.is_none() {
                 p.state = Some(State::new(p.lanes));
             }
         }
         let kernel = Kernel::active();
-        // Cautious groups: each tensor's own mask count (a read-only pass).
-        let with_grads = items
-            .iter()
-            .filter_map(|item| Some((&*item.params, item.grads?)));
-        for (w, (params, grads)) in work.iter_mut().zip(with_grads) {
-            let p = &self.params[w.index];
-            if self.groups[p.group.0 as usize].cautious && w.constants.step > 0 {
+        // Cautious groups: each tensor's own mask count (a read-only pass),
+        // into constants of its own.
+        for (w, item) in self.work.iter_mut().zip(items.iter()) {
+            if w.constants == Work::SKIP {
+                continue;
+            }
+            let p = &self.params[w.index as usize];
+            let k = self.constants[w.constants as usize];
+            if self.groups[p.group.0 as usize].cautious && k.step > 0 {
                 let state = p.state.as_ref().expect("state created above");
                 let (m, v) = (state.exp_avg(), state.exp_avg_sq());
-                let count = crate::parallel::count(kernel, params, grads, m, v, &w.constants);
+                let grads = item.grads.expect("items with work have gradients");
+                let count = crate::parallel::count(kernel, item.params, grads, m, v, &k);
                 let mask = crate::CautionMask {
                     count,
-                    lanes: params.len() as u64,
+                    lanes: item.params.len() as u64,
                 };
-                w.constants.caution_scale = Some(mask.scale());
+                self.constants.push(StepConstants {
+                    caution_scale: Some(mask.scale()),
+                    ..k
+                });
+                w.constants = self.constants.len() as u32 - 1;
             }
         }
-        self.run(kernel, items, &work);
-        for w in &work {
-            if let Some(state) = &mut self.params[w.index].state {
+        self.run(kernel, items, lanes);
+        for w in &self.work {
+            if w.constants == Work::SKIP {
+                continue;
+            }
+            if let Some(state) = &mut self.params[w.index as usize].state {
                 *state.view_mut().step += 1;
             }
         }
         Ok(())
     }
 
-    /// Checks every item; returns the constants of those with a gradient.
-    fn validate(&mut self, items: &[Item<'_>], scaling: Scaling) -> Result<Vec<Work>, Error> {
+    /// Checks every item and fills the step's scratch (`work`, `constants`);
+    /// returns the lanes to step.
+    fn validate(&mut self, items: &[Item<'_>], scaling: Scaling) -> Result<usize, Error> {
         scaling.validate()?;
         self.calls += 1;
-        let mut work = Vec::with_capacity(items.len());
+        self.work.clear();
+        self.constants.clear();
+        let mut lanes = 0;
         // Items of one group at one step count share constants: derive them
         // once (the clip schedule's `pow` is the costly part).
-        let mut last: Option<(GroupId, u64, StepConstants)> = None;
+        let mut last: Option<(GroupId, u64)> = None;
         for item in items {
             let index = self.param_index(item.id)?;
             if self.seen[index] == self.calls {
@@ -245,7 +299,13 @@ impl Adopt {
                     got: item.params.len(),
                 });
             }
-            let Some(grads) = item.grads else { continue };
+            let Some(grads) = item.grads else {
+                self.work.push(Work {
+                    index: index as u32,
+                    constants: Work::SKIP,
+                });
+                continue;
+            };
             if grads.len() != p.lanes {
                 return Err(Error::LengthMismatch {
                     buffer: Buffer::Grads,
@@ -254,61 +314,63 @@ impl Adopt {
                 });
             }
             let step = p.state.as_ref().map_or(0, State::step);
-            let constants = match last {
-                Some((g, s, k)) if g == p.group && s == step => k,
-                _ => {
-                    if step == u64::MAX {
-                        return Err(Error::StepOverflow);
-                    }
-                    let mut k = self.groups[p.group.0 as usize].constants(step)?;
-                    k.inv_scale = scaling.inv_scale;
-                    last = Some((p.group, step, k));
-                    k
+            if last != Some((p.group, step)) {
+                if step == u64::MAX {
+                    return Err(Error::StepOverflow);
                 }
-            };
-            work.push(Work { index, constants });
+                let mut k = self.groups[p.group.0 as usize].constants(step)?;
+                k.inv_scale = scaling.inv_scale;
+                self.constants.push(k);
+                last = Some((p.group, step));
+            }
+            self.work.push(Work {
+                index: index as u32,
+                constants: self.constants.len() as u32 - 1,
+            });
+            lanes += p.lanes;
         }
-        if scaling.found_inf {
-            work.clear();
-        }
-        Ok(work)
+        Ok(lanes)
     }
 
     /// Runs the kernel over the validated items, in parallel when large.
-    fn run(&mut self, kernel: Kernel, items: &mut [Item<'_>], work: &[Work]) {
-        // Pair each item with its state; items without gradients have no work.
-        let mut states: Vec<Option<&mut State>> =
-            self.params.iter_mut().map(|p| p.state.as_mut()).collect();
-        let mut jobs: Vec<(&mut [f32], &[f32], StateView<'_>, &StepConstants)> =
-            Vec::with_capacity(work.len());
-        let mut w = work.iter().peekable();
-        for item in items.iter_mut() {
-            let Some(grads) = item.grads else { continue };
-            let Some(next) = w.next() else { break };
-            let state = states[next.index]
-                .take()
+    fn run(&mut self, kernel: Kernel, items: &mut [Item<'_>], lanes: usize) {
+        let params = ParamsPtr(self.params.as_mut_ptr());
+        let constants = &self.constants;
+        let job = move |item: &mut Item<'_>, w: &Work, parallel: bool| {
+            if w.constants == Work::SKIP {
+                return;
+            }
+            let k = &constants[w.constants as usize];
+            let grads = item.grads.expect("items with work have gradients");
+            // SAFETY: `w.index` is in bounds (checked by `validate`) and
+            // distinct from every other item's (repeated ids are refused),
+            // so this is the only reference to this `Param` while the step
+            // runs; `self.params` is not otherwise used until `run` returns.
+            let param = unsafe { params.get(w.index as usize) };
+            let state = param
+                .state
+                .as_mut()
                 .expect("state created before the kernel runs");
-            jobs.push((
-                &mut *item.params,
-                grads,
-                State::view_mut(state),
-                &next.constants,
-            ));
-        }
-        let total: usize = jobs.iter().map(|j| j.0.len()).sum();
+            let s = state.view_mut();
+            if parallel {
+                crate::parallel::run(kernel, item.params, grads, s.exp_avg, s.exp_avg_sq, k);
+            } else {
+                kernel.run(item.params, grads, s.exp_avg, s.exp_avg_sq, k);
+            }
+        };
         #[cfg(feature = "rayon")]
-        if total >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+        if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
-            jobs.par_iter_mut()
+            items
+                .par_iter_mut()
+                .zip(self.work.par_iter())
                 .with_min_len(16)
-                .for_each(|(p, g, s, k)| {
-                    crate::parallel::run(kernel, p, g, s.exp_avg, s.exp_avg_sq, k);
-                });
+                .for_each(|(item, w)| job(item, w, true));
             return;
         }
-        let _ = total;
-        for (p, g, s, k) in jobs.iter_mut() {
-            kernel.run(p, g, s.exp_avg, s.exp_avg_sq, k);
+        let _ = lanes;
+        for (item, w) in items.iter_mut().zip(&self.work) {
+            job(item, w, false);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! A steady-state step performs no heap allocation: serial, split across the
-//! rayon pool, and in the reference. Counted with a global allocator.
+//! rayon pool, in the reference, and `Adopt::step` over many buffers.
+//! Counted with a global allocator.
 
-use adopt::{Hyper, State, adopt_step};
+use adopt::{Adopt, Hyper, Item, State, adopt_step};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -60,5 +61,58 @@ fn steady_state_steps_do_not_allocate() {
         let before = ALLOCATIONS.load(Ordering::SeqCst);
         std::hint::black_box(vec![0_u8; 16]);
         assert!(ALLOCATIONS.load(Ordering::SeqCst) > before);
+    }
+
+    // `Adopt::step` keeps its scratch between steps: serial (small) and
+    // parallel (large) totals, with a cautious group and a skipped item.
+    for big in [10, adopt::PARALLEL_THRESHOLD * 2] {
+        let mut opt = Adopt::new();
+        let plain = opt.add_group(hyper).unwrap();
+        let cautious = opt
+            .add_group(Hyper {
+                cautious: true,
+                ..hyper
+            })
+            .unwrap();
+        let ids = [
+            opt.add_param(plain, big, None).unwrap(),
+            opt.add_param(cautious, 7, None).unwrap(),
+            opt.add_param(plain, 3, None).unwrap(),
+        ];
+        let (mut a, mut b, mut c) = (vec![0.5_f32; big], vec![0.5_f32; 7], vec![0.5_f32; 3]);
+        let (ga, gb) = (vec![0.25_f32; big], vec![-0.25_f32; 7]);
+        let mut step = |opt: &mut Adopt| {
+            opt.step(&mut [
+                Item {
+                    id: ids[0],
+                    params: &mut a,
+                    grads: Some(&ga),
+                },
+                Item {
+                    id: ids[1],
+                    params: &mut b,
+                    grads: Some(&gb),
+                },
+                Item {
+                    id: ids[2],
+                    params: &mut c,
+                    grads: None,
+                },
+            ])
+            .unwrap()
+        };
+        for _ in 0..3 {
+            step(&mut opt);
+        }
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            step(&mut opt);
+        }
+        let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            allocated, 0,
+            "Adopt::step ({big} lanes) allocated {allocated} times"
+        );
+        assert_eq!(opt.state(ids[0]).unwrap().unwrap().step(), 23);
     }
 }
