@@ -448,9 +448,9 @@ impl<'n> Span<'n> {
 }
 
 /// Refuses any two non-empty buffers that overlap where one is written.
-/// Sorts `spans` (no allocation).
+/// Sorts `spans` (stably, so that messages name buffers in argument order).
 fn check_disjoint(spans: &mut [Span<'_>]) -> Result<(), Fail> {
-    spans.sort_unstable_by_key(|s| s.start);
+    spans.sort_by_key(|s| s.start);
     // The earlier span reaching furthest, and the earlier written one.
     let mut any: Option<Span<'_>> = None;
     let mut written: Option<Span<'_>> = None;
