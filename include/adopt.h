@@ -258,8 +258,9 @@ struct AdoptHyper adopt_hyper_default(void);
  * The message of the last call on this thread that returned a status: a
  * NUL-terminated UTF-8 string, empty after success. Never null.
  *
- * The string belongs to the library and stays valid until the next call of
- * an `adopt_` function on the same thread; copy it to keep it.
+ * The string belongs to the library and stays valid until the next call,
+ * on the same thread, of a function that returns an `AdoptStatus`; copy it
+ * to keep it.
  */
 const char *adopt_last_error_message(void);
 

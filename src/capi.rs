@@ -424,12 +424,9 @@ struct Span<'n> {
 impl<'n> Span<'n> {
     fn new<T>(name: &'n str, ptr: *const T, len: usize, written: bool) -> Span<'n> {
         let start = ptr as usize;
-        // check_ptr bounded len·size; a buffer ends inside the address space.
-        let end = if len == 0 {
-            start
-        } else {
-            start.saturating_add(len * size_of::<T>())
-        };
+        // Saturating: a span that would run past the address space still
+        // overlaps everything after its start (check_ptr refuses it anyway).
+        let end = start.saturating_add(len.saturating_mul(size_of::<T>()));
         Span {
             name,
             item: None,
@@ -498,8 +495,9 @@ pub extern "C" fn adopt_hyper_default() -> AdoptHyper {
 /// The message of the last call on this thread that returned a status: a
 /// NUL-terminated UTF-8 string, empty after success. Never null.
 ///
-/// The string belongs to the library and stays valid until the next call of
-/// an `adopt_` function on the same thread; copy it to keep it.
+/// The string belongs to the library and stays valid until the next call,
+/// on the same thread, of a function that returns an `AdoptStatus`; copy it
+/// to keep it.
 #[unsafe(no_mangle)]
 pub extern "C" fn adopt_last_error_message() -> *const c_char {
     LAST_ERROR
@@ -969,9 +967,10 @@ pub unsafe extern "C" fn adopt_optimizer_step(
         // SAFETY: optimizer checks the pointer; valid by the contract.
         let opt = unsafe { optimizer(opt)? };
         check_ptr("items", items, n_items)?;
-        // SAFETY: checked by check_ptr; valid by the contract (the items
-        // are only read, and copied out).
-        let raw: &[AdoptItem] = unsafe { slice(items, n_items) };
+        // SAFETY: checked by check_ptr; valid by the contract. The items
+        // are copied out, so the reference ends here, before any buffer
+        // is written (even one that overlaps the array).
+        let raw: Vec<AdoptItem> = unsafe { slice(items, n_items) }.to_vec();
         let mut spans = Vec::with_capacity(2 * raw.len());
         for (i, item) in raw.iter().enumerate() {
             let at = |what: &str| format!("items[{i}].{what}");
