@@ -74,6 +74,9 @@
 //! - `half`: [`precision`] steps `bf16`/`f16` parameters and gradients with
 //!   f32 arithmetic, optionally with an f32 master copy, `bf16` optimizer
 //!   state and stochastic rounding.
+//! - `capi`: [`capi`], the C ABI (`include/adopt.h`): single steps over
+//!   f32 and bf16 buffers and the optimizer object, for C, C++ and Python's
+//!   `ctypes` (implies `std` and `half`).
 //! - `complex`: [`complex`] steps `num_complex::Complex32` parameters as
 //!   interleaved real lanes, zero-copy, as the reference's `view_as_real`.
 //! - `serde`: `Serialize`/`Deserialize` for [`Hyper`], [`Clip`],
@@ -95,6 +98,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "capi")]
+pub mod capi;
 #[cfg(feature = "alloc")]
 pub mod checkpoint;
 #[cfg(feature = "complex")]

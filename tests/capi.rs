@@ -1,0 +1,868 @@
+//! The C ABI called from Rust: results bit-identical to the Rust API, every
+//! error with its status and message, and nothing written on error.
+#![cfg(feature = "capi")]
+
+mod common;
+
+use adopt::capi::*;
+use adopt::precision::{Rounding, adopt_step_half};
+use adopt::{Adopt, Clip, DecayScaling, Hyper, Item, State, adopt_step};
+use common::assert_same_bits;
+use core::ffi::CStr;
+use core::ptr::{null, null_mut};
+use half::bf16;
+
+/// This thread's last message.
+fn message() -> String {
+    // SAFETY: adopt_last_error_message returns a NUL-terminated string that
+    // stays valid until the next adopt_ call on this thread.
+    unsafe { CStr::from_ptr(adopt_last_error_message()) }
+        .to_str()
+        .expect("UTF-8")
+        .to_owned()
+}
+
+/// The hyperparameter sets the tests step with: C form and Rust form.
+fn hypers() -> Vec<(AdoptHyper, Hyper)> {
+    let d = adopt_hyper_default();
+    let mut out = vec![(d, Hyper::default())];
+    let mut h = d;
+    h.lr = 1e-2;
+    h.weight_decay = 0.05;
+    h.decouple = 1;
+    out.push((
+        h,
+        Hyper {
+            lr: 1e-2,
+            weight_decay: 0.05,
+            decouple: true,
+            ..Hyper::default()
+        },
+    ));
+    let mut h = d;
+    h.lr = 3e-2;
+    h.beta1 = 0.8;
+    h.beta2 = 0.99;
+    h.weight_decay = 0.01;
+    h.clip = ADOPT_CLIP_CONSTANT;
+    h.clip_scale = 0.5;
+    h.nesterov = 1;
+    h.maximize = 1;
+    out.push((
+        h,
+        Hyper {
+            lr: 3e-2,
+            betas: (0.8, 0.99),
+            weight_decay: 0.01,
+            clip: Clip::Constant(0.5),
+            nesterov: true,
+            maximize: true,
+            ..Hyper::default()
+        },
+    ));
+    let mut h = d;
+    h.lr = 1e-1;
+    h.eps = 1e-8;
+    h.clip = ADOPT_CLIP_NONE;
+    h.weight_decay = 0.1;
+    h.decouple = 1;
+    h.decay_scaling = ADOPT_DECAY_CORRECTED;
+    h.max_lr = 0.2;
+    h.cautious = 1;
+    out.push((
+        h,
+        Hyper {
+            lr: 1e-1,
+            eps: 1e-8,
+            clip: Clip::None,
+            weight_decay: 0.1,
+            decouple: true,
+            decay_scaling: DecayScaling::Corrected { max_lr: 0.2 },
+            cautious: true,
+            ..Hyper::default()
+        },
+    ));
+    let mut h = d;
+    h.clip_scale = 2.0;
+    h.clip_exponent = 0.5;
+    h.weight_decay = 0.5;
+    h.decouple = 1;
+    h.decay_scaling = ADOPT_DECAY_FIXED;
+    out.push((
+        h,
+        Hyper {
+            clip: Clip::Power {
+                scale: 2.0,
+                exponent: 0.5,
+            },
+            weight_decay: 0.5,
+            decouple: true,
+            decay_scaling: DecayScaling::Fixed,
+            ..Hyper::default()
+        },
+    ));
+    out
+}
+
+/// Deterministic lanes of every sign and several magnitudes.
+fn lanes(n: usize, seed: u32) -> Vec<f32> {
+    (0..n as u32)
+        .map(|i| {
+            let x = i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+            (x % 2001) as f32 / 500.0 - 2.0
+        })
+        .collect()
+}
+
+/// `adopt_step_f32` on slices; panics on nothing, returns the status.
+fn step_f32(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    step: &mut u64,
+    h: &AdoptHyper,
+) -> AdoptStatus {
+    // SAFETY: every pointer is valid for its length and they are distinct
+    // borrows, so they do not overlap.
+    unsafe {
+        adopt_step_f32(
+            p.as_mut_ptr(),
+            p.len(),
+            g.as_ptr(),
+            g.len(),
+            m.as_mut_ptr(),
+            m.len(),
+            v.as_mut_ptr(),
+            v.len(),
+            step,
+            h,
+        )
+    }
+}
+
+#[test]
+fn default_hyperparameters_are_the_reference_defaults() {
+    let h = adopt_hyper_default();
+    let r = Hyper::default();
+    assert_eq!(
+        (h.lr, h.beta1, h.beta2, h.eps),
+        (r.lr, r.betas.0, r.betas.1, r.eps)
+    );
+    assert_eq!(h.weight_decay, 0.0);
+    assert_eq!(
+        (h.clip, h.clip_scale, h.clip_exponent),
+        (ADOPT_CLIP_POWER, 1.0, 0.25)
+    );
+    assert_eq!(h.decay_scaling, ADOPT_DECAY_LR);
+    assert_eq!(
+        (h.decouple, h.maximize, h.nesterov, h.cautious),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(AdoptHyper::from(&r), h);
+}
+
+#[test]
+fn version_is_the_crate_version() {
+    // SAFETY: a static NUL-terminated string.
+    let v = unsafe { CStr::from_ptr(adopt_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn f32_steps_equal_the_rust_step_bit_for_bit() {
+    // Miri (CI) checks the pointer handling on the short lengths.
+    let lengths: &[usize] = if cfg!(miri) {
+        &[0, 1, 7]
+    } else {
+        &[0, 1, 7, 64, 1000]
+    };
+    for (&n, (c, r)) in lengths.iter().zip(hypers().into_iter().cycle()) {
+        let grads: Vec<Vec<f32>> = (0..6).map(|s| lanes(n, s)).collect();
+        let (mut p, mut m, mut v, mut step) = (lanes(n, 99), vec![0.0; n], vec![0.0; n], 0);
+        let mut want = p.clone();
+        let mut state = State::new(n);
+        for g in &grads {
+            assert_eq!(
+                step_f32(&mut p, g, &mut m, &mut v, &mut step, &c),
+                AdoptStatus::Ok
+            );
+            assert_eq!(message(), "");
+            adopt_step(&mut want, g, &mut state, &r).unwrap();
+        }
+        assert_same_bits(&p, &want, "params");
+        assert_same_bits(&m, state.exp_avg(), "exp_avg");
+        assert_same_bits(&v, state.exp_avg_sq(), "exp_avg_sq");
+        assert_eq!(step, 6);
+    }
+    // Every set of hyperparameters, on one length.
+    for (c, r) in hypers() {
+        let n = if cfg!(miri) { 9 } else { 33 };
+        let (mut p, mut m, mut v, mut step) = (lanes(n, 5), vec![0.0; n], vec![0.0; n], 0);
+        let mut want = p.clone();
+        let mut state = State::new(n);
+        for s in 0..5 {
+            let g = lanes(n, s + 10);
+            assert_eq!(
+                step_f32(&mut p, &g, &mut m, &mut v, &mut step, &c),
+                AdoptStatus::Ok
+            );
+            adopt_step(&mut want, &g, &mut state, &r).unwrap();
+        }
+        assert_same_bits(&p, &want, "params");
+        assert_same_bits(&m, state.exp_avg(), "exp_avg");
+    }
+}
+
+#[test]
+fn empty_buffers_may_be_null() {
+    let mut step = 0_u64;
+    let h = adopt_hyper_default();
+    // SAFETY: null buffers with length 0; step and hyper are valid.
+    let status = unsafe {
+        adopt_step_f32(
+            null_mut(),
+            0,
+            null(),
+            0,
+            null_mut(),
+            0,
+            null_mut(),
+            0,
+            &mut step,
+            &h,
+        )
+    };
+    assert_eq!(status, AdoptStatus::Ok);
+    assert_eq!(step, 1);
+}
+
+/// A step whose buffers are described by raw parts, for the error table.
+struct Raw {
+    p: (*mut f32, usize),
+    g: (*const f32, usize),
+    m: (*mut f32, usize),
+    v: (*mut f32, usize),
+    step: *mut u64,
+    hyper: *const AdoptHyper,
+}
+
+#[test]
+fn every_bad_input_gets_its_status_and_message_and_changes_nothing() {
+    let n = 4;
+    let mut p = lanes(n, 1);
+    let g = lanes(n + 1, 2); // one longer than needed, for length errors
+    let mut m = lanes(n, 3);
+    let mut v: Vec<f32> = lanes(n, 4).iter().map(|x| x * x).collect();
+    let mut step = 3_u64;
+    let mut max_step = u64::MAX;
+    let good = adopt_hyper_default();
+    let with = |f: fn(&mut AdoptHyper)| {
+        let mut h = good;
+        f(&mut h);
+        h
+    };
+    let bad_lr = with(|h| h.lr = f64::NAN);
+    let negative_lr = with(|h| h.lr = -1.0);
+    let bad_beta = with(|h| h.beta2 = 1.0);
+    let bad_clip_kind = with(|h| h.clip = 7);
+    let bad_flag = with(|h| h.decouple = 2);
+    let bad_decay = with(|h| h.decay_scaling = 3);
+    let nan_clip = with(|h| {
+        h.clip_scale = 0.0;
+        h.clip_exponent = 1e308; // 0 · 3^1e308 = 0 · inf = NaN at step 3
+    });
+    let (pp, gp, mp, vp) = (p.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
+    let sp: *mut u64 = &mut step;
+    let ok = Raw {
+        p: (pp, n),
+        g: (gp, n),
+        m: (mp, n),
+        v: (vp, n),
+        step: sp,
+        hyper: &good,
+    };
+    // A u64 pointer into exp_avg_sq, aligned for a u64.
+    let inside_v = vp
+        .wrapping_add(vp.align_offset(align_of::<u64>()))
+        .cast::<u64>();
+    // A float pointer one byte into a buffer: misaligned.
+    let mut bytes = vec![0_u32; 8];
+    let misaligned = bytes
+        .as_mut_ptr()
+        .cast::<u8>()
+        .wrapping_add(1)
+        .cast::<f32>();
+    #[rustfmt::skip]
+    let cases: Vec<(&str, Raw, AdoptStatus, &str)> = vec![
+        ("null params", Raw { p: (null_mut(), n), ..ok }, AdoptStatus::NullPointer, "params is a null pointer (with length 4)"),
+        ("null grads", Raw { g: (null(), n), ..ok }, AdoptStatus::NullPointer, "grads is a null pointer (with length 4)"),
+        ("null exp_avg", Raw { m: (null_mut(), n), ..ok }, AdoptStatus::NullPointer, "exp_avg is a null pointer"),
+        ("null exp_avg_sq", Raw { v: (null_mut(), n), ..ok }, AdoptStatus::NullPointer, "exp_avg_sq is a null pointer"),
+        ("null step", Raw { step: null_mut(), ..ok }, AdoptStatus::NullPointer, "step is a null pointer"),
+        ("null hyper", Raw { hyper: null(), ..ok }, AdoptStatus::NullPointer, "hyper is a null pointer"),
+        ("short grads", Raw { g: (gp, n - 1), ..ok }, AdoptStatus::LengthMismatch, "grads has 3 lanes, expected 4 (the length of params)"),
+        ("long grads", Raw { g: (gp, n + 1), ..ok }, AdoptStatus::LengthMismatch, "grads has 5 lanes, expected 4"),
+        ("short exp_avg", Raw { m: (mp, 2), ..ok }, AdoptStatus::LengthMismatch, "exp_avg has 2 lanes, expected 4"),
+        ("empty exp_avg_sq", Raw { v: (null_mut(), 0), ..ok }, AdoptStatus::LengthMismatch, "exp_avg_sq has 0 lanes, expected 4"),
+        ("NaN lr", Raw { hyper: &bad_lr, ..ok }, AdoptStatus::InvalidHyper, "invalid hyperparameter lr = NaN"),
+        ("negative lr", Raw { hyper: &negative_lr, ..ok }, AdoptStatus::InvalidHyper, "invalid hyperparameter lr = -1: must be a finite number >= 0"),
+        ("beta2 = 1", Raw { hyper: &bad_beta, ..ok }, AdoptStatus::InvalidHyper, "betas.1 = 1"),
+        ("clip kind", Raw { hyper: &bad_clip_kind, ..ok }, AdoptStatus::InvalidArgument, "hyper.clip is 7"),
+        ("flag 2", Raw { hyper: &bad_flag, ..ok }, AdoptStatus::InvalidArgument, "hyper.decouple is 2: must be 0 or 1"),
+        ("decay kind", Raw { hyper: &bad_decay, ..ok }, AdoptStatus::InvalidArgument, "hyper.decay_scaling is 3"),
+        ("NaN clip", Raw { hyper: &nan_clip, ..ok }, AdoptStatus::InvalidClip, "clip threshold at step 3 is NaN"),
+        ("step overflow", Raw { step: &mut max_step, ..ok }, AdoptStatus::StepOverflow, "step count is u64::MAX"),
+        ("misaligned", Raw { m: (misaligned, n), ..ok }, AdoptStatus::InvalidArgument, "is not aligned to 4 bytes"),
+        ("too long", Raw { v: (vp, usize::MAX / 2), ..ok }, AdoptStatus::InvalidArgument, "more than memory can hold"),
+        ("params = exp_avg", Raw { m: (pp, n), ..ok }, AdoptStatus::InvalidArgument, "params and exp_avg overlap"),
+        ("grads inside params", Raw { p: (gp.cast_mut(), n), g: (gp.wrapping_add(1), n), ..ok }, AdoptStatus::InvalidArgument, "params and grads overlap"),
+        ("step inside exp_avg_sq", Raw { step: inside_v, ..ok }, AdoptStatus::InvalidArgument, "exp_avg_sq and step overlap"),
+    ];
+    let before = (p.clone(), g.clone(), m.clone(), v.clone());
+    for (what, raw, status, text) in cases {
+        // SAFETY: every non-null pointer is valid for its length (the long
+        // one is refused before it is used); overlaps are refused before
+        // any slice is made.
+        let got = unsafe {
+            adopt_step_f32(
+                raw.p.0, raw.p.1, raw.g.0, raw.g.1, raw.m.0, raw.m.1, raw.v.0, raw.v.1, raw.step,
+                raw.hyper,
+            )
+        };
+        let msg = message();
+        assert_eq!(got, status, "{what}: {msg}");
+        assert!(msg.contains(text), "{what}: message {msg:?} lacks {text:?}");
+        assert_same_bits(&p, &before.0, what);
+        assert_same_bits(&g, &before.1, what);
+        assert_same_bits(&m, &before.2, what);
+        assert_same_bits(&v, &before.3, what);
+        assert_eq!((step, max_step), (3, u64::MAX), "{what}: step count");
+        assert_eq!(bytes, vec![0; 8], "{what}");
+    }
+    // And the unchanged buffers still step.
+    let h = adopt_hyper_default();
+    assert_eq!(
+        step_f32(&mut p, &g[..n], &mut m, &mut v, &mut step, &h),
+        AdoptStatus::Ok
+    );
+    assert_eq!((step, message().as_str()), (4, ""));
+}
+
+#[test]
+fn bf16_steps_equal_the_rust_half_step() {
+    let n = if cfg!(miri) { 520 } else { 1300 }; // more than one block
+    let c = hypers()[1].0;
+    let r = hypers()[1].1;
+    for (rounding, c_rounding) in [
+        (Rounding::NearestEven, ADOPT_ROUNDING_NEAREST_EVEN),
+        (Rounding::Stochastic { seed: 42 }, ADOPT_ROUNDING_STOCHASTIC),
+    ] {
+        let p0: Vec<bf16> = lanes(n, 7).into_iter().map(bf16::from_f32).collect();
+        let mut p: Vec<u16> = p0.iter().map(|x| x.to_bits()).collect();
+        let (mut m, mut v, mut step) = (vec![0.0_f32; n], vec![0.0_f32; n], 0_u64);
+        let mut want = p0.clone();
+        let (mut wm, mut wv, mut wstep) = (vec![0.0_f32; n], vec![0.0_f32; n], 0_u64);
+        for s in 0..4 {
+            let g: Vec<bf16> = lanes(n, s).into_iter().map(bf16::from_f32).collect();
+            let gb: Vec<u16> = g.iter().map(|x| x.to_bits()).collect();
+            // SAFETY: every pointer valid for its length; distinct buffers.
+            let status = unsafe {
+                adopt_step_bf16(
+                    p.as_mut_ptr(),
+                    n,
+                    gb.as_ptr(),
+                    n,
+                    m.as_mut_ptr(),
+                    n,
+                    v.as_mut_ptr(),
+                    n,
+                    &mut step,
+                    &c,
+                    c_rounding,
+                    42,
+                )
+            };
+            assert_eq!(status, AdoptStatus::Ok, "{}", message());
+            adopt_step_half(&mut want, &g, &mut wm, &mut wv, &mut wstep, &r, rounding).unwrap();
+        }
+        let want_bits: Vec<u16> = want.iter().map(|x| x.to_bits()).collect();
+        assert_eq!(p, want_bits, "{rounding:?}");
+        assert_same_bits(&m, &wm, "exp_avg");
+        assert_same_bits(&v, &wv, "exp_avg_sq");
+        assert_eq!(step, 4);
+    }
+    // A bad rounding mode changes nothing.
+    let (mut p, g) = ([0x3f80_u16; 2], [0x3f00_u16; 2]);
+    let (mut m, mut v, mut step) = ([0.0_f32; 2], [0.0_f32; 2], 0_u64);
+    // SAFETY: every pointer valid for its length; distinct buffers.
+    let status = unsafe {
+        adopt_step_bf16(
+            p.as_mut_ptr(),
+            2,
+            g.as_ptr(),
+            2,
+            m.as_mut_ptr(),
+            2,
+            v.as_mut_ptr(),
+            2,
+            &mut step,
+            &c,
+            9,
+            0,
+        )
+    };
+    assert_eq!(status, AdoptStatus::InvalidArgument);
+    assert!(message().contains("rounding is 9"));
+    assert_eq!((p, v, step), ([0x3f80; 2], [0.0; 2], 0));
+}
+
+/// An optimizer built through the C ABI, freed on drop.
+struct Opt(*mut AdoptOptimizer);
+
+impl Opt {
+    fn new() -> Opt {
+        let mut out = null_mut();
+        // SAFETY: out is a valid place for the pointer.
+        assert_eq!(unsafe { adopt_optimizer_new(&mut out) }, AdoptStatus::Ok);
+        assert!(!out.is_null());
+        Opt(out)
+    }
+    fn add_group(&self, h: &AdoptHyper) -> Result<u32, AdoptStatus> {
+        let mut id = u32::MAX;
+        // SAFETY: a live optimizer; valid hyper and out-pointer.
+        match unsafe { adopt_optimizer_add_group(self.0, h, &mut id) } {
+            AdoptStatus::Ok => Ok(id),
+            e => Err(e),
+        }
+    }
+    fn add_param(&self, group: u32, lanes: usize, name: Option<&CStr>) -> Result<u32, AdoptStatus> {
+        let mut id = u32::MAX;
+        let name = name.map_or(null(), CStr::as_ptr);
+        // SAFETY: a live optimizer; name null or NUL-terminated.
+        match unsafe { adopt_optimizer_add_param(self.0, group, lanes, name, &mut id) } {
+            AdoptStatus::Ok => Ok(id),
+            e => Err(e),
+        }
+    }
+    fn step(&self, items: &[AdoptItem]) -> AdoptStatus {
+        // SAFETY: a live optimizer; the items' buffers are valid (built
+        // from live slices by `item`).
+        unsafe { adopt_optimizer_step(self.0, items.as_ptr(), items.len()) }
+    }
+    fn save(&self) -> Vec<u8> {
+        let mut len = 0;
+        // SAFETY: size query: null buffer with capacity 0.
+        assert_eq!(
+            unsafe { adopt_optimizer_save(self.0, null_mut(), 0, &mut len) },
+            AdoptStatus::Ok
+        );
+        let mut buf = vec![0_u8; len];
+        let mut len2 = 0;
+        // SAFETY: buf is valid for len bytes.
+        assert_eq!(
+            unsafe { adopt_optimizer_save(self.0, buf.as_mut_ptr(), len, &mut len2) },
+            AdoptStatus::Ok
+        );
+        assert_eq!(len2, len);
+        buf
+    }
+    fn load(&self, bytes: &[u8]) -> AdoptStatus {
+        // SAFETY: a live optimizer; bytes valid for its length.
+        unsafe { adopt_optimizer_load(self.0, bytes.as_ptr(), bytes.len()) }
+    }
+    fn param_step(&self, param: u32) -> Result<u64, AdoptStatus> {
+        let mut step = u64::MAX;
+        // SAFETY: a live optimizer; a valid out-pointer.
+        match unsafe { adopt_optimizer_param_step(self.0, param, &mut step) } {
+            AdoptStatus::Ok => Ok(step),
+            e => Err(e),
+        }
+    }
+    fn counts(&self) -> (usize, usize) {
+        let (mut g, mut p) = (usize::MAX, usize::MAX);
+        // SAFETY: a live optimizer; valid out-pointers.
+        assert_eq!(
+            unsafe { adopt_optimizer_counts(self.0, &mut g, &mut p) },
+            AdoptStatus::Ok
+        );
+        (g, p)
+    }
+    fn get_hyper(&self, group: u32) -> Result<AdoptHyper, AdoptStatus> {
+        let mut h = adopt_hyper_default();
+        h.lr = -123.0;
+        // SAFETY: a live optimizer; a valid out-pointer.
+        match unsafe { adopt_optimizer_get_hyper(self.0, group, &mut h) } {
+            AdoptStatus::Ok => Ok(h),
+            e => Err(e),
+        }
+    }
+    fn set_hyper(&self, group: u32, h: &AdoptHyper) -> AdoptStatus {
+        // SAFETY: a live optimizer; a valid hyper.
+        unsafe { adopt_optimizer_set_hyper(self.0, group, h) }
+    }
+}
+
+impl Drop for Opt {
+    fn drop(&mut self) {
+        // SAFETY: from adopt_optimizer_new, freed once.
+        unsafe { adopt_optimizer_free(self.0) }
+    }
+}
+
+fn item(param: u32, p: &mut [f32], g: Option<&[f32]>) -> AdoptItem {
+    AdoptItem {
+        param,
+        params: p.as_mut_ptr(),
+        params_len: p.len(),
+        grads: g.map_or(null(), <[f32]>::as_ptr),
+        grads_len: g.map_or(0, <[f32]>::len),
+    }
+}
+
+#[test]
+fn the_optimizer_object_matches_the_rust_optimizer_and_round_trips_checkpoints() {
+    let [(c0, r0), (c1, r1), ..] = hypers()[..] else {
+        unreachable!()
+    };
+    let opt = Opt::new();
+    let mut rust = Adopt::new();
+    assert_eq!(opt.add_group(&c0), Ok(0));
+    assert_eq!(opt.add_group(&c1), Ok(1));
+    let (g0, g1) = (rust.add_group(r0).unwrap(), rust.add_group(r1).unwrap());
+    assert_eq!(opt.add_param(1, 40, Some(c"layer.weight")), Ok(0));
+    assert_eq!(opt.add_param(0, 5, None), Ok(1));
+    assert_eq!(opt.add_param(0, 3, Some(c"unused")), Ok(2));
+    let (w, b, u) = (
+        rust.add_param(g1, 40, Some("layer.weight")).unwrap(),
+        rust.add_param(g0, 5, None).unwrap(),
+        rust.add_param(g0, 3, Some("unused")).unwrap(),
+    );
+    assert_eq!(opt.counts(), (2, 3));
+    let (mut cw, mut cb, mut cu) = (lanes(40, 1), lanes(5, 2), lanes(3, 3));
+    let (mut rw, mut rb, mut ru) = (cw.clone(), cb.clone(), cu.clone());
+    for s in 0..4 {
+        let (gw, gb) = (lanes(40, 10 + s), lanes(5, 20 + s));
+        // The bias gets a gradient every other step; `unused` never.
+        let gb_opt = (s % 2 == 0).then_some(&gb[..]);
+        let status = opt.step(&[
+            item(0, &mut cw, Some(&gw)),
+            item(1, &mut cb, gb_opt),
+            item(2, &mut cu, None),
+        ]);
+        assert_eq!(status, AdoptStatus::Ok, "{}", message());
+        rust.step(&mut [
+            Item {
+                id: w,
+                params: &mut rw,
+                grads: Some(&gw),
+            },
+            Item {
+                id: b,
+                params: &mut rb,
+                grads: gb_opt,
+            },
+            Item {
+                id: u,
+                params: &mut ru,
+                grads: None,
+            },
+        ])
+        .unwrap();
+    }
+    assert_same_bits(&cw, &rw, "weight");
+    assert_same_bits(&cb, &rb, "bias");
+    assert_same_bits(&cu, &ru, "unused");
+    assert_eq!(
+        (opt.param_step(0), opt.param_step(1), opt.param_step(2)),
+        (Ok(4), Ok(2), Ok(0))
+    );
+    assert_eq!(opt.get_hyper(1), Ok(c1));
+
+    // The checkpoint is the Rust optimizer's, byte for byte.
+    let bytes = opt.save();
+    assert_eq!(bytes, rust.save().unwrap());
+
+    // Too small a buffer: the size is reported, nothing is written.
+    let mut small = vec![0xAA_u8; bytes.len() - 1];
+    let mut len = 0;
+    // SAFETY: small is valid for its length.
+    let status = unsafe { adopt_optimizer_save(opt.0, small.as_mut_ptr(), small.len(), &mut len) };
+    assert_eq!(status, AdoptStatus::BufferTooSmall);
+    assert_eq!(len, bytes.len());
+    assert!(message().contains(&format!("needs {} bytes", bytes.len())));
+    assert!(small.iter().all(|&x| x == 0xAA));
+
+    // Load into a fresh optimizer: same groups, params, state, checkpoint.
+    let restored = Opt::new();
+    assert_eq!(restored.load(&bytes), AdoptStatus::Ok, "{}", message());
+    assert_eq!(restored.counts(), (2, 3));
+    assert_eq!(restored.param_step(0), Ok(4));
+    assert_eq!(restored.get_hyper(1), Ok(c1));
+    assert_eq!(restored.save(), bytes);
+
+    // Both step on identically from there.
+    let gw = lanes(40, 99);
+    let (mut a, mut b2) = (cw.clone(), cw.clone());
+    assert_eq!(opt.step(&[item(0, &mut a, Some(&gw))]), AdoptStatus::Ok);
+    assert_eq!(
+        restored.step(&[item(0, &mut b2, Some(&gw))]),
+        AdoptStatus::Ok
+    );
+    assert_same_bits(&a, &b2, "after restore");
+    assert_eq!(opt.save(), restored.save());
+
+    // A corrupt checkpoint: refused, nothing changes.
+    let before = restored.save();
+    let mut corrupt = bytes.clone();
+    corrupt[30] ^= 1;
+    assert_eq!(restored.load(&corrupt), AdoptStatus::Checkpoint);
+    assert!(message().contains("checksum mismatch"), "{}", message());
+    assert_eq!(restored.load(b"not a checkpoint"), AdoptStatus::Checkpoint);
+    assert!(message().contains("bad magic"), "{}", message());
+    assert_eq!(restored.save(), before);
+    // A checkpoint of other shapes, into an optimizer with parameters.
+    let other = Opt::new();
+    other.add_group(&c0).unwrap();
+    other.add_param(0, 2, None).unwrap();
+    assert_eq!(restored.load(&other.save()), AdoptStatus::Checkpoint);
+    assert!(message().contains("checkpoint holds 1 parameters, the optimizer has 3"));
+    assert_eq!(restored.save(), before);
+}
+
+#[test]
+fn optimizer_errors_get_their_status_and_change_nothing() {
+    let opt = Opt::new();
+    let h = adopt_hyper_default();
+    let g = opt.add_group(&h).unwrap();
+    let p = opt.add_param(g, 4, Some(c"w")).unwrap();
+    let q = opt.add_param(g, 2, None).unwrap();
+    let (mut w, mut x) = (lanes(4, 1), lanes(2, 2));
+    let (gw, gx) = (lanes(4, 3), lanes(2, 4));
+    assert_eq!(opt.step(&[item(p, &mut w, Some(&gw))]), AdoptStatus::Ok);
+    let before = opt.save();
+    let (w0, x0) = (w.clone(), x.clone());
+
+    let mut bad_lr = h;
+    bad_lr.lr = f64::INFINITY;
+    assert_eq!(opt.add_group(&bad_lr), Err(AdoptStatus::InvalidHyper));
+    assert!(message().contains("lr = inf"));
+    assert_eq!(opt.set_hyper(g, &bad_lr), AdoptStatus::InvalidHyper);
+    assert_eq!(
+        opt.get_hyper(g),
+        Ok(h),
+        "set_hyper refused, nothing changed"
+    );
+    assert_eq!(opt.set_hyper(7, &h), AdoptStatus::UnknownGroup);
+    assert_eq!(message(), "unknown group id 7");
+    assert_eq!(opt.get_hyper(7), Err(AdoptStatus::UnknownGroup));
+    assert_eq!(opt.add_param(9, 4, None), Err(AdoptStatus::UnknownGroup));
+    assert_eq!(opt.param_step(5), Err(AdoptStatus::UnknownParam));
+    let bad_name = [0xff_u8, 0];
+    // SAFETY: a NUL-terminated (non-UTF-8) string; a valid out-pointer.
+    let status =
+        unsafe { adopt_optimizer_add_param(opt.0, g, 1, bad_name.as_ptr().cast(), &mut 0) };
+    assert_eq!(status, AdoptStatus::InvalidArgument);
+    assert_eq!(message(), "name is not valid UTF-8");
+    assert_eq!(opt.counts(), (1, 2));
+
+    // Each refused step changes nothing (checked after the table).
+    let step_err = |items: &[AdoptItem], status: AdoptStatus, text: &str| {
+        assert_eq!(opt.step(items), status, "{}", message());
+        assert!(message().contains(text), "{} lacks {text:?}", message());
+    };
+    step_err(
+        &[item(5, &mut w, Some(&gw))],
+        AdoptStatus::UnknownParam,
+        "unknown parameter id 5",
+    );
+    step_err(
+        &[item(p, &mut w, Some(&gw)), item(p, &mut x, Some(&gx))],
+        AdoptStatus::DuplicateParam,
+        "parameter id 0 appears twice",
+    );
+    step_err(
+        &[item(q, &mut x, Some(&gx)), item(p, &mut w, Some(&gx))],
+        AdoptStatus::LengthMismatch,
+        "grads has 2 lanes, expected 4",
+    );
+    step_err(
+        &[item(p, &mut x, Some(&gx))],
+        AdoptStatus::LengthMismatch,
+        "params has 2 lanes, expected 4",
+    );
+    let mut null_grads = item(p, &mut w, None);
+    null_grads.grads_len = 4;
+    step_err(
+        &[null_grads],
+        AdoptStatus::NullPointer,
+        "items[0].grads is a null pointer",
+    );
+    let mut null_params = item(p, &mut w, Some(&gw));
+    null_params.params = null_mut();
+    step_err(
+        &[null_params],
+        AdoptStatus::NullPointer,
+        "items[0].params is a null pointer",
+    );
+    // One buffer as two items' parameters, or as parameters and gradients.
+    let alias = item(q, &mut w[..2], Some(&gx));
+    step_err(
+        &[item(p, &mut w, Some(&gw)), alias],
+        AdoptStatus::InvalidArgument,
+        "overlap",
+    );
+    let wp = w.as_mut_ptr();
+    let self_grad = AdoptItem {
+        param: p,
+        params: wp,
+        params_len: 4,
+        grads: wp,
+        grads_len: 4,
+    };
+    step_err(
+        &[self_grad],
+        AdoptStatus::InvalidArgument,
+        "items[0].params and items[0].grads overlap",
+    );
+    assert_same_bits(&w, &w0, "w after refused steps");
+    assert_same_bits(&x, &x0, "x after refused steps");
+    assert_eq!(opt.save(), before);
+    // Shared gradients are fine (only read).
+    assert_eq!(
+        opt.step(&[item(q, &mut x, Some(&gw[..2])), item(p, &mut w, Some(&gw))]),
+        AdoptStatus::Ok
+    );
+    assert_ne!(opt.save(), before);
+    assert_eq!(opt.load(&before), AdoptStatus::Ok);
+    w.copy_from_slice(&w0);
+    x.copy_from_slice(&x0);
+    // A clip schedule valid when set but NaN at step 2 is caught at step 2.
+    let mut nan_clip = h;
+    nan_clip.clip_scale = 0.0;
+    nan_clip.clip_exponent = 1e308;
+    assert_eq!(opt.set_hyper(g, &nan_clip), AdoptStatus::Ok);
+    assert_eq!(opt.step(&[item(p, &mut w, Some(&gw))]), AdoptStatus::Ok); // step 1: 0·1 = 0
+    let after_one = (opt.save(), w.clone());
+    step_err(
+        &[item(p, &mut w, Some(&gw))],
+        AdoptStatus::InvalidClip,
+        "clip threshold at step 2 is NaN",
+    );
+    assert_eq!((opt.save(), w.clone()), after_one);
+
+    // Null optimizer pointers and out-pointers.
+    // SAFETY: null pointers are checked and refused.
+    unsafe {
+        assert_eq!(adopt_optimizer_new(null_mut()), AdoptStatus::NullPointer);
+        assert_eq!(
+            adopt_optimizer_step(null_mut(), null(), 0),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(message(), "opt is a null pointer");
+        assert_eq!(
+            adopt_optimizer_add_group(opt.0, &h, null_mut()),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(
+            adopt_optimizer_add_group(opt.0, null(), &mut 0),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(
+            adopt_optimizer_save(opt.0, null_mut(), 0, null_mut()),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(
+            adopt_optimizer_save(opt.0, null_mut(), 8, &mut 0),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(
+            adopt_optimizer_load(opt.0, null(), 8),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(
+            adopt_optimizer_counts(opt.0, null_mut(), &mut 0),
+            AdoptStatus::NullPointer
+        );
+        assert_eq!(
+            adopt_optimizer_step(opt.0, null(), 2),
+            AdoptStatus::NullPointer
+        );
+        // No items: a valid, empty step.
+        assert_eq!(adopt_optimizer_step(opt.0, null(), 0), AdoptStatus::Ok);
+        adopt_optimizer_free(null_mut());
+    }
+    assert_eq!(opt.counts(), (1, 2));
+}
+
+#[test]
+fn messages_are_per_thread() {
+    let h = AdoptHyper {
+        lr: -1.0,
+        ..adopt_hyper_default()
+    };
+    let opt = Opt::new();
+    assert_eq!(opt.add_group(&h), Err(AdoptStatus::InvalidHyper));
+    let here = message();
+    assert!(here.contains("lr = -1"));
+    std::thread::spawn(|| {
+        assert_eq!(message(), "");
+        assert_eq!(Opt::new().add_group(&adopt_hyper_default()), Ok(0));
+        assert_eq!(message(), "");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(message(), here);
+}
+
+/// The expected result of the Python example (`examples/python/`): its
+/// inputs, stepped by the Rust API, as committed in
+/// `tests/data/capi_python_expected.bin`. `BLESS=1` rewrites the file.
+#[test]
+#[cfg_attr(miri, ignore = "1000 lanes, already covered by the shorter tests")]
+fn python_example_expectation_is_what_rust_computes() {
+    let n = 1000;
+    // Exact in f32 and in NumPy's float32: small integers over powers of 2.
+    let params: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    let grad = |s: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7 + s * 3) % 23) as f32 - 11.0) / 16.0)
+            .collect()
+    };
+    let hyper = Hyper {
+        lr: 1e-2,
+        weight_decay: 0.01,
+        decouple: true,
+        ..Hyper::default()
+    };
+    let mut p = params;
+    let mut state = State::new(n);
+    for s in 0..5 {
+        adopt_step(&mut p, &grad(s), &mut state, &hyper).unwrap();
+    }
+    let mut bytes = Vec::new();
+    for x in p.iter().chain(state.exp_avg()).chain(state.exp_avg_sq()) {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/capi_python_expected.bin"
+    );
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(path, &bytes).unwrap();
+    }
+    let committed = std::fs::read(path).expect("run with BLESS=1 to create it");
+    assert!(committed == bytes, "{path} is stale: run with BLESS=1");
+    // The same through the C ABI's optimizer, for good measure.
+    let opt = Opt::new();
+    let g = opt.add_group(&AdoptHyper::from(&hyper)).unwrap();
+    let id = opt.add_param(g, n, None).unwrap();
+    let mut q: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+    for s in 0..5 {
+        assert_eq!(
+            opt.step(&[item(id, &mut q, Some(&grad(s)))]),
+            AdoptStatus::Ok
+        );
+    }
+    assert_same_bits(&q, &p, "optimizer object");
+}
