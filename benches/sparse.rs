@@ -46,11 +46,13 @@ impl Table {
         let n = ROWS * DIM;
         let mut seed = 1;
         let table = (0..n).map(|i| (i as f32 * 0.37).sin() * 0.1).collect();
-        let v = || vec![0.01_f32; n];
+        // Nonzero, so every page is written here: zeroed allocations would
+        // be mapped lazily, and the first steps would time page faults.
+        let (m, v) = (|| vec![1e-3_f32; n], || vec![0.01_f32; n]);
         // Every row past its first step, so every touched row runs the full
         // update (a first step only initialises v).
-        let sparse = SparseState::from_parts(vec![0.0; n], v(), vec![1; ROWS], DIM).unwrap();
-        let dense = State::from_parts(vec![0.0; n], v(), 1);
+        let sparse = SparseState::from_parts(m(), v(), vec![1; ROWS], DIM).unwrap();
+        let dense = State::from_parts(m(), v(), 1);
         let batches: Vec<Vec<u32>> = (0..BATCHES)
             .map(|_| {
                 (0..LOOKUPS)

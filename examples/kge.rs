@@ -200,7 +200,7 @@ fn evaluate(model: &Model, graph: &Graph, test: &[(u32, usize, u32)]) -> (f64, f
 
 fn main() -> Result<(), adopt::Error> {
     let start = Instant::now();
-    let mut rng = Rng(0x5EED_0FAD_0B7);
+    let mut rng = Rng(0x05EE_D0FA_D0B7);
     let graph = Graph::new(&mut rng);
     let test: Vec<(u32, usize, u32)> = (0..TEST).map(|_| graph.sample(&mut rng)).collect();
     let held_out: HashSet<(u32, usize, u32)> = test.iter().copied().collect();
