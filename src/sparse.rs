@@ -559,9 +559,10 @@ fn execute(
     #[cfg(feature = "rayon")]
     {
         let lanes = plan.tasks.len() * dim;
-        let threads = rayon::current_num_threads();
-        if lanes >= crate::PARALLEL_THRESHOLD && threads > 1 {
+        // Small steps never touch the pool (not even to count its threads).
+        if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
+            let threads = rayon::current_num_threads();
             // A few chunks per thread, each of at least 16K lanes.
             let per_chunk = lanes.div_ceil(4 * threads).max(1 << 14);
             let chunk = per_chunk.div_ceil(dim).max(1);

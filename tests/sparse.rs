@@ -92,24 +92,27 @@ fn assert_same_state(got: &SparseState, want: &Parts, what: &str) {
     assert_eq!(got.steps(), &want.2[..], "{what}: steps");
 }
 
+/// Lanes per row in the property tests: fewer under Miri, which is slow.
+const MAX_DIM: usize = if cfg!(miri) { 5 } else { 20 };
+
 fn step_counts() -> impl Strategy<Value = u64> {
     // 64 and 1064 share cache slots with 0 and 1000.
     prop_oneof![6 => 0_u64..4, 1 => Just(64), 1 => Just(1000), 1 => Just(1064), 1 => Just(u64::MAX)]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 400 }))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 3 } else { 400 }))]
 
     #[test]
     fn rows_step_like_dense_reference_rows(
         n_rows in 1_usize..10,
-        dim in 0_usize..20,
-        table0 in prop::collection::vec(value(), 10 * 19),
-        m0 in prop::collection::vec(value(), 10 * 19),
-        v0 in prop::collection::vec(second_moment(), 10 * 19),
+        dim in 0..MAX_DIM,
+        table0 in prop::collection::vec(value(), 10 * MAX_DIM),
+        m0 in prop::collection::vec(value(), 10 * MAX_DIM),
+        v0 in prop::collection::vec(second_moment(), 10 * MAX_DIM),
         steps0 in prop::collection::vec(step_counts(), 10),
         batches in prop::collection::vec(prop::collection::vec(0_u32..10, 0..12), 1..4),
-        grads in prop::collection::vec(value(), 12 * 19),
+        grads in prop::collection::vec(value(), 12 * MAX_DIM),
         h in hyper(),
         inv_scale in prop::sample::select(vec![1.0_f32, 0.25, -1.0]),
         found_inf in prop::bool::weighted(0.1),
@@ -139,10 +142,10 @@ proptest! {
 
     #[test]
     fn duplicates_equal_their_presummed_block(
-        dim in 1_usize..20,
+        dim in 1..MAX_DIM,
         order in Just((0..6).collect::<Vec<u32>>()).prop_shuffle(),
         copies in prop::collection::vec(1_usize..4, 6),
-        grads in prop::collection::vec(-4.0_f32..4.0, 6 * 3 * 19),
+        grads in prop::collection::vec(-4.0_f32..4.0, 6 * 3 * MAX_DIM),
         steps in 0_u64..3,
     ) {
         // Each row listed `copies[row]` times, interleaved as `order` says.
