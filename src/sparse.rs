@@ -39,7 +39,8 @@
 //! A step reads and writes only the touched rows: per touched lane it moves
 //! 28 bytes (reads p, g, m, v; writes p, m, v), plus 16 bytes per touched row
 //! for its step count and 4 for its index, and the coalescing pass over the
-//! row indices. When `rows` is strictly increasing there is nothing to
+//! row indices; each call allocates its plan, a small task per distinct
+//! row. When `rows` is strictly increasing there is nothing to
 //! coalesce; otherwise duplicates are found with a one-bit-per-row mark held
 //! in the state (no sort unless there are duplicates, and then only of the
 //! duplicated lookups). Touched rows are scattered over the table, so the
@@ -452,8 +453,9 @@ struct RowPtrs {
 // rows no other task has (the tasks' rows are distinct).
 unsafe impl Sync for RowPtrs {}
 
-/// How many tasks ahead [`execute`] prefetches rows (measured on the 1M × 64
-/// benchmark: 4 beat 0, 2 and 8).
+/// How many tasks ahead [`execute`] prefetches rows (on the 1M × 64 table
+/// of `benches/sparse.rs`, on one thread, 4 was faster than 0, 2 and 8; see
+/// BENCHMARKS.md).
 const PREFETCH_AHEAD: usize = 4;
 
 impl RowPtrs {
