@@ -172,6 +172,24 @@ pub enum Error {
     },
     /// A checkpoint could not be written or read; see [`CheckpointError`].
     Checkpoint(CheckpointError),
+    /// A row-sparse step ([`adopt_step_rows`](crate::adopt_step_rows)) lists
+    /// a row the table does not have.
+    RowOutOfRange {
+        /// The first row index in the list that is out of range.
+        row: u32,
+        /// The rows of the table.
+        rows: usize,
+    },
+    /// A row-sparse step's gradients are not one block of `dim` lanes per
+    /// listed row.
+    RowBlocksMismatch {
+        /// The number of rows listed.
+        rows: usize,
+        /// The lanes per row.
+        dim: usize,
+        /// The gradient's length.
+        got: usize,
+    },
 }
 
 /// What is wrong with a checkpoint (see [`checkpoint`](crate::checkpoint)).
@@ -300,6 +318,13 @@ impl fmt::Display for Error {
                 "caution mask of {count} of {lanes} lanes is impossible for a buffer of {shard} lanes"
             ),
             Error::Checkpoint(e) => e.fmt(f),
+            Error::RowOutOfRange { row, rows } => {
+                write!(f, "row {row} is out of range for a table of {rows} rows")
+            }
+            Error::RowBlocksMismatch { rows, dim, got } => write!(
+                f,
+                "grads has {got} lanes, expected {rows} rows of {dim} lanes"
+            ),
         }
     }
 }
@@ -349,6 +374,17 @@ impl PartialEq for Error {
                     shard: s,
                 },
             ) => (count, lanes, shard) == (c, l, s),
+            (RowOutOfRange { row, rows }, RowOutOfRange { row: r, rows: n }) => {
+                (row, rows) == (r, n)
+            }
+            (
+                RowBlocksMismatch { rows, dim, got },
+                RowBlocksMismatch {
+                    rows: r,
+                    dim: d,
+                    got: g,
+                },
+            ) => (rows, dim, got) == (r, d, g),
             _ => false,
         }
     }

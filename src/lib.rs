@@ -52,6 +52,9 @@
 //! - The peers' variants in [`Hyper`]: [`DecayScaling`] and Nesterov.
 //! - Sharding: stepping disjoint sub-ranges separately is bit-identical to
 //!   stepping the whole buffer.
+//! - [`sparse`]: row-sparse steps of embedding tables ([`adopt_step_rows`]),
+//!   as PyTorch's `SparseAdam`: only the listed rows move, each with its own
+//!   step count, duplicates summed.
 //!
 //! ## Errors
 //!
@@ -62,7 +65,8 @@
 //!
 //! - `std` (default): implies `alloc`; enables `std::error::Error` through
 //!   `core::error::Error` and `wide`'s std support.
-//! - `alloc` (default through `std`): the owned [`State`]. Without it, use
+//! - `alloc` (default through `std`): the owned [`State`], [`Adopt`] and
+//!   the row-sparse [`sparse`] step. Without it, use
 //!   [`StateView`] over your own storage; the core step needs neither std nor
 //!   an allocator.
 //! - `rayon` (default): buffers of at least [`PARALLEL_THRESHOLD`] lanes are
@@ -113,6 +117,8 @@ mod parallel;
 #[cfg(feature = "half")]
 pub mod precision;
 pub mod reference;
+#[cfg(feature = "alloc")]
+pub mod sparse;
 mod state;
 
 pub use error::{Buffer, CheckpointError, Error, HyperParam};
@@ -121,6 +127,8 @@ pub use kernel::Kernel;
 #[cfg(feature = "alloc")]
 pub use optimizer::{Adopt, GroupId, Item, ParamId};
 pub use parallel::PARALLEL_THRESHOLD;
+#[cfg(feature = "alloc")]
+pub use sparse::{SparseOptions, SparseState, adopt_step_rows, adopt_step_rows_ext};
 #[cfg(feature = "alloc")]
 pub use state::State;
 pub use state::StateView;

@@ -1,0 +1,659 @@
+//! Row-sparse steps for embedding tables (needs `alloc`).
+//!
+//! An embedding table of `rows × dim` f32 lanes, row-major, usually receives
+//! gradients for a few rows per step: the rows a batch looked up. As
+//! PyTorch's `SparseAdam` does for Adam, [`adopt_step_rows`] steps only the
+//! listed rows, each with its own step count:
+//!
+//! - rows not listed are untouched: their `m` and `v` do not decay and their
+//!   step count does not advance;
+//! - a row's first appearance only initialises its `v = g·g` (ADOPT's first
+//!   step), and its clip schedule `c(t)` follows its own count `t`;
+//! - every stepped row is **bit-identical** to a dense
+//!   [`adopt_step`](crate::adopt_step) of that row alone, with that row's
+//!   `m`, `v` and step count (property-tested against
+//!   [`reference`](mod@crate::reference));
+//! - duplicate row indices are summed before the update, as PyTorch
+//!   coalesces a sparse gradient.
+//!
+//! ```
+//! use adopt::{adopt_step_rows, Hyper, SparseState};
+//!
+//! let (rows, dim) = (1000, 4);
+//! let mut table = vec![0.5_f32; rows * dim];
+//! let mut state = SparseState::new(rows, dim);
+//! let hyper = Hyper { lr: 1e-2, ..Hyper::default() };
+//! // A batch looked up rows 7, 42 and 7 again: one gradient block per lookup.
+//! let touched = [7, 42, 7];
+//! let grads = [0.1_f32; 3 * 4];
+//! adopt_step_rows(&mut table, &touched, &grads, &mut state, &hyper)?; // initialises v
+//! adopt_step_rows(&mut table, &touched, &grads, &mut state, &hyper)?; // moves
+//! assert_eq!((state.row_step(7), state.row_step(42), state.row_step(0)), (2, 2, 0));
+//! assert!(table[7 * dim] < 0.5 && table[42 * dim] < 0.5);
+//! assert_eq!(table[0], 0.5); // untouched
+//! # Ok::<(), adopt::Error>(())
+//! ```
+//!
+//! # Cost
+//!
+//! A step reads and writes only the touched rows: per touched lane it moves
+//! 28 bytes (reads p, g, m, v; writes p, m, v), plus 16 bytes per touched row
+//! for its step count and 4 for its index, and the coalescing pass over the
+//! row indices; each call allocates its plan, a small task per distinct
+//! row. When `rows` is strictly increasing there is nothing to
+//! coalesce; otherwise duplicates are found with a one-bit-per-row mark held
+//! in the state (no sort unless there are duplicates, and then only of the
+//! duplicated lookups). Touched rows are scattered over the table, so the
+//! step is bound by memory latency rather than bandwidth: on x86-64 it
+//! prefetches the rows of the next tasks while it computes. Large steps (at
+//! least [`PARALLEL_THRESHOLD`](crate::PARALLEL_THRESHOLD) touched lanes)
+//! are split over rows across the rayon pool, bit-identical to a serial
+//! step.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::error::{Buffer, Error};
+use crate::hyper::{CautionMask, Hyper, Scaling, StepConstants};
+use crate::kernel::Kernel;
+
+/// The optimizer state of a row-sparse table: `m` and `v` for every lane,
+/// and a step count for every row (needs `alloc`).
+///
+/// `exp_avg` (`m`) and `exp_avg_sq` (`v`) are `rows × dim` lanes, row-major,
+/// laid out like the table. A fresh state has zero moments and every row at
+/// step 0.
+///
+/// ```
+/// use adopt::SparseState;
+/// let state = SparseState::new(3, 2);
+/// assert_eq!((state.rows(), state.dim()), (3, 2));
+/// assert_eq!(state.exp_avg().len(), 6);
+/// assert_eq!(state.row_step(2), 0);
+/// ```
+#[derive(Clone, PartialEq)]
+pub struct SparseState {
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+    steps: Vec<u64>,
+    dim: usize,
+    /// Scratch for finding duplicate rows: one bit per row, all zero
+    /// between calls (so it takes no part in equality).
+    seen: Vec<u64>,
+}
+
+impl fmt::Debug for SparseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SparseState")
+            .field("rows", &self.rows())
+            .field("dim", &self.dim)
+            .field("exp_avg", &self.exp_avg)
+            .field("exp_avg_sq", &self.exp_avg_sq)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+impl SparseState {
+    /// A fresh state for a table of `rows × dim` lanes: zero moments, every
+    /// row at step 0.
+    ///
+    /// # Panics
+    ///
+    /// If `rows × dim` overflows `usize`.
+    pub fn new(rows: usize, dim: usize) -> Self {
+        let lanes = rows
+            .checked_mul(dim)
+            .expect("SparseState::new: rows × dim overflows usize");
+        SparseState {
+            exp_avg: vec![0.0; lanes],
+            exp_avg_sq: vec![0.0; lanes],
+            steps: vec![0; rows],
+            dim,
+            seen: vec![0; rows.div_ceil(64)],
+        }
+    }
+
+    /// A state from saved parts: `exp_avg` and `exp_avg_sq` of `rows × dim`
+    /// lanes, with `rows = steps.len()`.
+    ///
+    /// Returns [`Error::LengthMismatch`] naming the moment whose length is
+    /// not `steps.len() × dim`.
+    ///
+    /// ```
+    /// use adopt::SparseState;
+    /// let state = SparseState::from_parts(vec![0.0; 6], vec![1.0; 6], vec![0, 5, 0], 2)?;
+    /// assert_eq!(state.row_step(1), 5);
+    /// assert!(SparseState::from_parts(vec![0.0; 5], vec![1.0; 6], vec![0; 3], 2).is_err());
+    /// # Ok::<(), adopt::Error>(())
+    /// ```
+    pub fn from_parts(
+        exp_avg: Vec<f32>,
+        exp_avg_sq: Vec<f32>,
+        steps: Vec<u64>,
+        dim: usize,
+    ) -> Result<Self, Error> {
+        let lanes = steps.len().saturating_mul(dim);
+        for (buffer, got) in [
+            (Buffer::ExpAvg, exp_avg.len()),
+            (Buffer::ExpAvgSq, exp_avg_sq.len()),
+        ] {
+            if got != lanes {
+                return Err(Error::LengthMismatch {
+                    buffer,
+                    expected: lanes,
+                    got,
+                });
+            }
+        }
+        let seen = vec![0; steps.len().div_ceil(64)];
+        Ok(SparseState {
+            exp_avg,
+            exp_avg_sq,
+            steps,
+            dim,
+            seen,
+        })
+    }
+
+    /// Takes the state apart into `(exp_avg, exp_avg_sq, steps)`; `dim` is
+    /// [`dim`](Self::dim).
+    pub fn into_parts(self) -> (Vec<f32>, Vec<f32>, Vec<u64>) {
+        (self.exp_avg, self.exp_avg_sq, self.steps)
+    }
+
+    /// The number of rows.
+    pub fn rows(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// The lanes per row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The first moment `m` of every lane, row-major.
+    pub fn exp_avg(&self) -> &[f32] {
+        &self.exp_avg
+    }
+
+    /// The second moment `v` of every lane, row-major.
+    pub fn exp_avg_sq(&self) -> &[f32] {
+        &self.exp_avg_sq
+    }
+
+    /// The step count of every row.
+    pub fn steps(&self) -> &[u64] {
+        &self.steps
+    }
+
+    /// The number of steps row `row` has taken.
+    ///
+    /// # Panics
+    ///
+    /// If `row >= self.rows()`.
+    pub fn row_step(&self, row: usize) -> u64 {
+        self.steps[row]
+    }
+
+    /// The first moment `m` of row `row`.
+    ///
+    /// # Panics
+    ///
+    /// If `row >= self.rows()`.
+    pub fn row_exp_avg(&self, row: usize) -> &[f32] {
+        &self.exp_avg[row * self.dim..][..self.dim]
+    }
+
+    /// The second moment `v` of row `row`.
+    ///
+    /// # Panics
+    ///
+    /// If `row >= self.rows()`.
+    pub fn row_exp_avg_sq(&self, row: usize) -> &[f32] {
+        &self.exp_avg_sq[row * self.dim..][..self.dim]
+    }
+
+    /// Marks `row` seen; returns whether it already was.
+    fn test_and_set(&mut self, row: u32) -> bool {
+        let (word, bit) = ((row / 64) as usize, 1_u64 << (row % 64));
+        let was = self.seen[word] & bit != 0;
+        self.seen[word] |= bit;
+        was
+    }
+
+    fn is_set(&self, row: u32) -> bool {
+        self.seen[(row / 64) as usize] & (1_u64 << (row % 64)) != 0
+    }
+
+    /// Clears the marks of `rows` (whole words: every bit set in them was set
+    /// by one of `rows`).
+    fn clear(&mut self, rows: &[u32]) {
+        for &row in rows {
+            self.seen[(row / 64) as usize] = 0;
+        }
+    }
+}
+
+/// Everything a row-sparse step can be told besides buffers and
+/// hyperparameters.
+///
+/// ```
+/// use adopt::{Kernel, Scaling, SparseOptions};
+/// let options = SparseOptions { kernel: Some(Kernel::Portable), ..SparseOptions::default() };
+/// assert_eq!(options.scaling, Scaling::default());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SparseOptions {
+    /// The kernel; `None` for [`Kernel::active`].
+    pub kernel: Option<Kernel>,
+    /// Mixed-precision scaling: `inv_scale` multiplies every gradient lane
+    /// (after duplicates are summed), and `found_inf` skips the step,
+    /// changing nothing (inputs are still validated).
+    pub scaling: Scaling,
+}
+
+/// Where a task's gradient block lives.
+#[derive(Clone, Copy)]
+enum Block {
+    /// Block `i` of the caller's gradients (a row listed once).
+    Grads(usize),
+    /// Block `i` of the summed duplicates.
+    Summed(usize),
+}
+
+/// One row to step: its index, its gradient and its constants.
+#[derive(Clone, Copy)]
+struct Task {
+    row: u32,
+    block: Block,
+    /// Index into [`Plan::constants`].
+    constants: u32,
+}
+
+/// A validated step: nothing is left that can fail.
+struct Plan {
+    /// Distinct rows, in no particular order.
+    tasks: Vec<Task>,
+    /// The sums of duplicated rows' blocks, `dim` lanes each.
+    summed: Vec<f32>,
+    /// The constants of the step counts the rows are at (a step count may
+    /// appear more than once).
+    constants: Vec<StepConstants>,
+}
+
+/// Validates a row-sparse step and plans it; `None` when `found_inf` skips
+/// it. Writes nothing the caller can observe (the duplicate marks are
+/// cleared before returning).
+fn plan(
+    table: usize,
+    rows: &[u32],
+    grads: &[f32],
+    state: &mut SparseState,
+    hyper: &Hyper,
+    options: &SparseOptions,
+) -> Result<Option<Plan>, Error> {
+    if let Some(kernel) = options.kernel
+        && !kernel.is_available()
+    {
+        return Err(Error::KernelUnavailable(kernel));
+    }
+    let dim = state.dim;
+    for (buffer, got) in [
+        (Buffer::ExpAvg, state.exp_avg.len()),
+        (Buffer::ExpAvgSq, state.exp_avg_sq.len()),
+    ] {
+        if got != table {
+            return Err(Error::LengthMismatch {
+                buffer,
+                expected: table,
+                got,
+            });
+        }
+    }
+    if rows.len().checked_mul(dim) != Some(grads.len()) {
+        return Err(Error::RowBlocksMismatch {
+            rows: rows.len(),
+            dim,
+            got: grads.len(),
+        });
+    }
+    hyper.validate()?;
+    let table_rows = state.rows();
+    if let Some(&row) = rows.iter().find(|&&r| r as usize >= table_rows) {
+        return Err(Error::RowOutOfRange {
+            row,
+            rows: table_rows,
+        });
+    }
+    let (mut tasks, summed) = coalesce(rows, grads, state);
+
+    // The constants of each row's step count. Rows are usually at few
+    // distinct counts: a small direct-mapped cache evaluates each count's
+    // clip schedule about once.
+    const SLOTS: usize = 64;
+    let mut cache: [Option<(u64, u32)>; SLOTS] = [None; SLOTS];
+    let mut constants = Vec::new();
+    for task in &mut tasks {
+        let step = state.steps[task.row as usize];
+        let slot = &mut cache[step as usize % SLOTS];
+        task.constants = match *slot {
+            Some((cached, index)) if cached == step => index,
+            _ => {
+                let Ok(mut k) = row_constants(hyper, step) else {
+                    return Err(first_row_error(rows, state, hyper));
+                };
+                k.inv_scale = options.scaling.inv_scale;
+                let index = constants.len() as u32;
+                constants.push(k);
+                *slot = Some((step, index));
+                index
+            }
+        };
+    }
+    options.scaling.validate()?;
+    if options.scaling.found_inf {
+        return Ok(None);
+    }
+    Ok(Some(Plan {
+        tasks,
+        summed,
+        constants,
+    }))
+}
+
+/// The constants of a row at `step`, or why it cannot step.
+fn row_constants(hyper: &Hyper, step: u64) -> Result<StepConstants, Error> {
+    if step == u64::MAX {
+        return Err(Error::StepOverflow);
+    }
+    hyper.constants(step)
+}
+
+/// The error of the first row, in order of appearance, that cannot step
+/// (some row cannot).
+fn first_row_error(rows: &[u32], state: &SparseState, hyper: &Hyper) -> Error {
+    rows.iter()
+        .find_map(|&row| row_constants(hyper, state.steps[row as usize]).err())
+        .unwrap_or(Error::StepOverflow)
+}
+
+/// One task per distinct row; the blocks of rows listed more than once are
+/// summed in f32, in their order of appearance in `rows`. Every row must be
+/// in range.
+fn coalesce(rows: &[u32], grads: &[f32], state: &mut SparseState) -> (Vec<Task>, Vec<f32>) {
+    let dim = state.dim;
+    let task = |i: usize| Task {
+        row: rows[i],
+        block: Block::Grads(i),
+        constants: 0,
+    };
+    if rows.windows(2).all(|w| w[0] < w[1]) {
+        return ((0..rows.len()).map(task).collect(), Vec::new());
+    }
+    // Mark every row; note the ones seen before.
+    let mut repeated = Vec::new();
+    for &row in rows {
+        if state.test_and_set(row) {
+            repeated.push(row);
+        }
+    }
+    state.clear(rows);
+    if repeated.is_empty() {
+        return ((0..rows.len()).map(task).collect(), Vec::new());
+    }
+    // Mark only the repeated rows: their lookups are gathered and summed,
+    // the others step straight from the caller's blocks.
+    for &row in &repeated {
+        state.test_and_set(row);
+    }
+    let mut tasks = Vec::with_capacity(rows.len());
+    let mut lookups = Vec::new();
+    for (i, &row) in rows.iter().enumerate() {
+        if state.is_set(row) {
+            lookups.push((row, i));
+        } else {
+            tasks.push(task(i));
+        }
+    }
+    state.clear(&repeated);
+    // By row, then by position: each row's blocks in order of appearance.
+    lookups.sort_unstable();
+    let mut summed = Vec::with_capacity(repeated.len() * dim);
+    for group in lookups.chunk_by(|a, b| a.0 == b.0) {
+        let at = summed.len();
+        let block = |i: usize| &grads[i * dim..][..dim];
+        summed.extend_from_slice(block(group[0].1));
+        for &(_, i) in &group[1..] {
+            for (sum, &g) in summed[at..].iter_mut().zip(block(i)) {
+                *sum += g;
+            }
+        }
+        tasks.push(Task {
+            row: group[0].0,
+            block: Block::Summed(at / dim.max(1)),
+            constants: 0,
+        });
+    }
+    (tasks, summed)
+}
+
+/// Raw access to the rows of the table and the state, for stepping distinct
+/// rows from several threads.
+struct RowPtrs {
+    params: *mut f32,
+    exp_avg: *mut f32,
+    exp_avg_sq: *mut f32,
+    steps: *mut u64,
+}
+
+// SAFETY: `RowPtrs` is only built in `execute`, from exclusive borrows held
+// for the whole parallel section, and each thread dereferences it only at
+// rows no other task has (the tasks' rows are distinct).
+unsafe impl Sync for RowPtrs {}
+
+/// How many tasks ahead [`execute`] prefetches rows (on the 1M × 64 table
+/// of `benches/sparse.rs`, on one thread, 4 was faster than 0, 2 and 8; see
+/// BENCHMARKS.md).
+const PREFETCH_AHEAD: usize = 4;
+
+impl RowPtrs {
+    /// Hints the CPU to fetch row `row` into cache (no effect where the
+    /// crate has no prefetch instruction). Reads nothing: the addresses are
+    /// only computed, with wrapping arithmetic.
+    #[inline(always)]
+    fn prefetch(&self, row: usize, dim: usize) {
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        {
+            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            const LINE: usize = 64 / core::mem::size_of::<f32>();
+            // SAFETY: SSE, which `prefetcht0` belongs to, is part of the
+            // x86-64 baseline, so every x86-64 CPU runs it; a prefetch
+            // accesses no memory and accepts any address.
+            unsafe {
+                for lane in (0..dim).step_by(LINE) {
+                    for base in [self.params, self.exp_avg, self.exp_avg_sq] {
+                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row * dim + lane).cast());
+                    }
+                }
+                _mm_prefetch::<_MM_HINT_T0>(self.steps.wrapping_add(row).cast());
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = (row, dim);
+    }
+
+    /// Row `row`'s parameters, `m`, `v` (each `dim` lanes) and step count.
+    ///
+    /// # Safety
+    ///
+    /// The pointers must come from live exclusive borrows of a table and
+    /// state of more than `row` rows of `dim` lanes, and nothing else may
+    /// access row `row` while the returned borrows live.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, row: usize, dim: usize) -> (&mut [f32], &mut [f32], &mut [f32], &mut u64) {
+        // SAFETY: the range `row·dim .. row·dim + dim` and `steps[row]` are
+        // in bounds of their allocations, and unaliased (the caller's
+        // contract).
+        unsafe {
+            (
+                core::slice::from_raw_parts_mut(self.params.add(row * dim), dim),
+                core::slice::from_raw_parts_mut(self.exp_avg.add(row * dim), dim),
+                core::slice::from_raw_parts_mut(self.exp_avg_sq.add(row * dim), dim),
+                &mut *self.steps.add(row),
+            )
+        }
+    }
+}
+
+/// Steps a validated plan.
+fn execute(
+    kernel: Kernel,
+    table: &mut [f32],
+    grads: &[f32],
+    state: &mut SparseState,
+    hyper: &Hyper,
+    plan: &Plan,
+) {
+    let dim = state.dim;
+    let ptrs = RowPtrs {
+        params: table.as_mut_ptr(),
+        exp_avg: state.exp_avg.as_mut_ptr(),
+        exp_avg_sq: state.exp_avg_sq.as_mut_ptr(),
+        steps: state.steps.as_mut_ptr(),
+    };
+    let run = |tasks: &[Task]| {
+        for (i, task) in tasks.iter().enumerate() {
+            // The rows are scattered over the table: fetch a later task's
+            // rows while this one computes, so their memory latency (and
+            // TLB misses) overlap.
+            if let Some(ahead) = tasks.get(i + PREFETCH_AHEAD) {
+                ptrs.prefetch(ahead.row as usize, dim);
+            }
+            let g = match task.block {
+                Block::Grads(i) => &grads[i * dim..][..dim],
+                Block::Summed(i) => &plan.summed[i * dim..][..dim],
+            };
+            // SAFETY: `plan` checked that every row is below `state.rows()`
+            // and that the table, `exp_avg` and `exp_avg_sq` all have
+            // `rows × dim` lanes; `coalesce` made the rows of the tasks
+            // distinct, so no two tasks (and no two threads) get the same
+            // row; `ptrs` comes from exclusive borrows that outlive this
+            // closure and are not otherwise used while it runs.
+            let (p, m, v, step) = unsafe { ptrs.row(task.row as usize, dim) };
+            let mut k = plan.constants[task.constants as usize];
+            if hyper.cautious && k.step > 0 {
+                // Each row is its own tensor: the mask is counted over it.
+                let count = kernel.count(p, g, m, v, &k);
+                k.caution_scale = Some(
+                    CautionMask {
+                        count,
+                        lanes: dim as u64,
+                    }
+                    .scale(),
+                );
+            }
+            kernel.run(p, g, m, v, &k);
+            *step += 1;
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        let lanes = plan.tasks.len() * dim;
+        // Small steps never touch the pool (not even to count its threads).
+        if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let threads = rayon::current_num_threads();
+            // A few chunks per thread, each of at least 16K lanes.
+            let per_chunk = lanes.div_ceil(4 * threads).max(1 << 14);
+            let chunk = per_chunk.div_ceil(dim).max(1);
+            plan.tasks.par_chunks(chunk).for_each(run);
+            return;
+        }
+    }
+    run(&plan.tasks)
+}
+
+/// One ADOPT step of the listed rows of an embedding table.
+///
+/// `table` holds `state.rows() × state.dim()` lanes, row-major. `rows` lists
+/// the rows the batch touched, in any order and possibly repeated; `grads`
+/// holds one block of `state.dim()` lanes per entry of `rows`, in the same
+/// order. Each listed row is stepped once, with its own step count, exactly
+/// as a dense [`adopt_step`](crate::adopt_step) of that row alone would step
+/// it; rows not listed are not read or written. See the
+/// [module documentation](self).
+///
+/// **Duplicates.** The blocks of a row listed more than once are summed in
+/// f32 in their order of appearance in `rows`, then the row steps once.
+/// PyTorch's `coalesce` also sums duplicates in f32, in the order its sort
+/// of the indices leaves them; for a row listed two times the sum is the
+/// same, for three or more the last bit may differ.
+///
+/// **Errors.** Checked in this order, before anything is written; on error
+/// the table, the moments and every step count are unchanged:
+/// [`Error::KernelUnavailable`] (with [`adopt_step_rows_ext`]);
+/// [`Error::LengthMismatch`] if `state.exp_avg()` or `state.exp_avg_sq()`
+/// does not have `table.len()` lanes; [`Error::RowBlocksMismatch`] if
+/// `grads.len() != rows.len() × dim`; [`Error::InvalidHyper`] from
+/// [`Hyper::validate`]; [`Error::RowOutOfRange`] for the first listed row
+/// `>= state.rows()`; then, for the first listed row that cannot step,
+/// [`Error::StepOverflow`] if its step count is `u64::MAX` or
+/// [`Error::InvalidClip`] if the clip schedule is negative or NaN at its
+/// count; last, [`Error::InvalidHyper`] for an invalid
+/// [`Scaling::inv_scale`] (with [`adopt_step_rows_ext`]).
+///
+/// **Cautious masking** ([`Hyper::cautious`]) treats each row as its own
+/// tensor: the mask is counted over the row's `dim` lanes, as a dense step
+/// of that row would.
+///
+/// ```
+/// use adopt::{adopt_step_rows, Error, Hyper, SparseState};
+/// let mut table = vec![1.0_f32; 10 * 2];
+/// let mut state = SparseState::new(10, 2);
+/// let err = adopt_step_rows(&mut table, &[3, 10], &[0.5; 4], &mut state, &Hyper::default());
+/// assert_eq!(err, Err(Error::RowOutOfRange { row: 10, rows: 10 }));
+/// assert_eq!(state.row_step(3), 0); // nothing changed
+/// # Ok::<(), adopt::Error>(())
+/// ```
+pub fn adopt_step_rows(
+    table: &mut [f32],
+    rows: &[u32],
+    grads: &[f32],
+    state: &mut SparseState,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    adopt_step_rows_ext(table, rows, grads, state, hyper, &SparseOptions::default())
+}
+
+/// [`adopt_step_rows`] with [`SparseOptions`]: a chosen kernel and
+/// mixed-precision [`Scaling`].
+///
+/// ```
+/// use adopt::{adopt_step_rows_ext, Hyper, Scaling, SparseOptions, SparseState};
+/// let mut table = vec![1.0_f32; 4 * 3];
+/// let mut state = SparseState::new(4, 3);
+/// let options = SparseOptions {
+///     scaling: Scaling { inv_scale: 0.5, found_inf: false },
+///     ..SparseOptions::default()
+/// };
+/// adopt_step_rows_ext(&mut table, &[2], &[4.0; 3], &mut state, &Hyper::default(), &options)?;
+/// assert_eq!(state.row_exp_avg_sq(2), &[4.0; 3]); // (4 · 0.5)²
+/// # Ok::<(), adopt::Error>(())
+/// ```
+pub fn adopt_step_rows_ext(
+    table: &mut [f32],
+    rows: &[u32],
+    grads: &[f32],
+    state: &mut SparseState,
+    hyper: &Hyper,
+    options: &SparseOptions,
+) -> Result<(), Error> {
+    let Some(plan) = plan(table.len(), rows, grads, state, hyper, options)? else {
+        return Ok(());
+    };
+    let kernel = options.kernel.unwrap_or_else(Kernel::active);
+    execute(kernel, table, grads, state, hyper, &plan);
+    Ok(())
+}
