@@ -6,7 +6,8 @@ Prints the median Gelem/s over repeated steps for each size and thread
 count. Needs only `torch` (CPU build is enough):
 
     python3 -m venv /tmp/tb && /tmp/tb/bin/pip install torch
-    /tmp/tb/bin/python benches/torch_adamw.py
+    /tmp/tb/bin/python benches/torch_adamw.py            # every size
+    /tmp/tb/bin/python benches/torch_adamw.py 1048576    # chosen sizes
 
 Not run by CI (PyTorch is not a dependency of this crate); the numbers go
 into BENCHMARKS.md beside `cargo bench --bench step`.
@@ -45,7 +46,8 @@ def bench(n: int, threads: int) -> float:
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available")
     print("lanes,threads,Gelem/s")
-    for n in SIZES:
+    sizes = [int(a) for a in sys.argv[1:]] or SIZES
+    for n in sizes:
         for threads in (1, 2):
             print(f"{n},{threads},{bench(n, threads):.3f}")
             sys.stdout.flush()
