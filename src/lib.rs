@@ -139,17 +139,20 @@ pub use state::StateView;
 struct ReadmeDoctests;
 
 /// Checks everything a step needs, before anything is written: buffer
-/// lengths, the step count and the hyperparameters at this step.
+/// lengths (of params, grads, `m`, `v`), the step count and the
+/// hyperparameters at this step.
 pub(crate) fn prepare(
     params: usize,
     grads: usize,
-    state: &StateView<'_>,
+    exp_avg: usize,
+    exp_avg_sq: usize,
+    step: u64,
     hyper: &Hyper,
 ) -> Result<StepConstants, Error> {
     let lengths = [
         (Buffer::Grads, grads),
-        (Buffer::ExpAvg, state.exp_avg.len()),
-        (Buffer::ExpAvgSq, state.exp_avg_sq.len()),
+        (Buffer::ExpAvg, exp_avg),
+        (Buffer::ExpAvgSq, exp_avg_sq),
     ];
     for (buffer, got) in lengths {
         if got != params {
@@ -160,10 +163,10 @@ pub(crate) fn prepare(
             });
         }
     }
-    if *state.step == u64::MAX {
+    if step == u64::MAX {
         return Err(Error::StepOverflow);
     }
-    hyper.constants(*state.step)
+    hyper.constants(step)
 }
 
 /// Everything a step can be told besides buffers and hyperparameters.
@@ -223,7 +226,14 @@ pub(crate) fn prepare_scaled(
     hyper: &Hyper,
     scaling: Scaling,
 ) -> Result<Option<StepConstants>, Error> {
-    let mut k = prepare(params, grads, state, hyper)?;
+    let mut k = prepare(
+        params,
+        grads,
+        state.exp_avg.len(),
+        state.exp_avg_sq.len(),
+        *state.step,
+        hyper,
+    )?;
     scaling.validate()?;
     k.inv_scale = scaling.inv_scale;
     Ok((!scaling.found_inf).then_some(k))

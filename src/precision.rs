@@ -359,23 +359,14 @@ pub fn adopt_step_half<P: Lane, G: Lane, S: Lane>(
     rounding: Rounding,
 ) -> Result<(), Error> {
     let lanes = params.len();
-    for (buffer, got) in [
-        (Buffer::Grads, grads.len()),
-        (Buffer::ExpAvg, exp_avg.len()),
-        (Buffer::ExpAvgSq, exp_avg_sq.len()),
-    ] {
-        if got != lanes {
-            return Err(Error::LengthMismatch {
-                buffer,
-                expected: lanes,
-                got,
-            });
-        }
-    }
-    if *step == u64::MAX {
-        return Err(Error::StepOverflow);
-    }
-    let mut k = hyper.constants(*step)?;
+    let mut k = crate::prepare(
+        lanes,
+        grads.len(),
+        exp_avg.len(),
+        exp_avg_sq.len(),
+        *step,
+        hyper,
+    )?;
     let kernel = Kernel::active();
     if hyper.cautious && k.step > 0 {
         let count = count_blocks(kernel, params, grads, exp_avg, exp_avg_sq, &k);
