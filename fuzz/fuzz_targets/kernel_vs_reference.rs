@@ -7,110 +7,11 @@
 
 #![no_main]
 
-use adopt::{
-    Clip, DecayScaling, Error, Hyper, Kernel, Scaling, StateView, adopt_step_with, reference,
-};
+mod common;
+
+use adopt::{Error, Kernel, Scaling, StateView, adopt_step_with, reference};
+use common::{Bytes, hyper, same};
 use libfuzzer_sys::fuzz_target;
-
-/// Reads the fuzzer's bytes; past the end every read is zero.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u8(&mut self) -> u8 {
-        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
-        self.0 = rest;
-        *first
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn f64(&mut self) -> f64 {
-        f64::from_bits(u64::from(self.u32()) << 32 | u64::from(self.u32()))
-    }
-    /// One of `edges`, or (when the selector is past them) arbitrary bits.
-    fn pick(&mut self, edges: &[f64]) -> f64 {
-        let i = self.u8() as usize;
-        if i < edges.len() * 8 {
-            edges[i % edges.len()]
-        } else {
-            self.f64()
-        }
-    }
-    fn f32(&mut self) -> f32 {
-        match self.u8() {
-            0..=9 => [
-                f32::NAN,
-                f32::INFINITY,
-                f32::NEG_INFINITY,
-                0.0,
-                -0.0,
-                f32::from_bits(1),
-                f32::MAX,
-                -f32::MAX,
-                3e30,
-                1e-30,
-            ][self.u8() as usize % 10],
-            10..=127 => (self.u8() as f32 - 128.0) / 32.0,
-            _ => f32::from_bits(self.u32()),
-        }
-    }
-}
-
-fn clip_nan(_: u64) -> f64 {
-    f64::NAN
-}
-fn clip_negative_later(t: u64) -> f64 {
-    if t >= 3 { -1.0 } else { 0.5 }
-}
-fn clip_tiny(_: u64) -> f64 {
-    1e-45
-}
-
-fn hyper(b: &mut Bytes<'_>) -> Hyper {
-    let just_below_one = 1.0 - 1e-16;
-    let clip = match b.u8() % 8 {
-        0 => Clip::None,
-        1 => Clip::Constant(b.pick(&[0.0, 1e-45, 1e-40, 1.0, 1e39, f64::INFINITY, -1.0, f64::NAN])),
-        2 => Clip::Power {
-            scale: b.pick(&[1.0, 0.0, 1e-30, 1e30, -1.0]),
-            exponent: b.pick(&[0.25, 0.5, -1.0, 0.0, 40.0]),
-        },
-        3 => Clip::Custom(clip_nan),
-        4 => Clip::Custom(clip_negative_later),
-        5 => Clip::Custom(clip_tiny),
-        _ => Clip::default(),
-    };
-    let flags = b.u8();
-    Hyper {
-        lr: b.pick(&[0.0, 1e-3, 0.5, 1e30, 1e300, 1e-45, -1e-3]),
-        betas: (
-            b.pick(&[0.0, 0.9, just_below_one, 0.5, 1.0]),
-            b.pick(&[0.0, 0.9999, just_below_one, 0.5, 1.0]),
-        ),
-        eps: b.pick(&[0.0, 1e-45, 1e-40, 1e-6, 1e-12, 1e30, f64::INFINITY]),
-        weight_decay: b.pick(&[0.0, 0.0, 0.1, 1e-40, 10.0]),
-        decouple: flags & 1 != 0,
-        maximize: flags & 2 != 0,
-        clip,
-        decay_scaling: match flags >> 4 & 3 {
-            0 => DecayScaling::Lr,
-            1 => DecayScaling::Fixed,
-            2 => DecayScaling::Corrected { max_lr: 0.02 },
-            _ => DecayScaling::Corrected {
-                max_lr: b.pick(&[0.0, 1e-30, -1.0, f64::NAN]),
-            },
-        },
-        nesterov: flags & 4 != 0,
-        cautious: flags & 8 != 0,
-    }
-}
-
-fn same(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
-}
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
