@@ -16,15 +16,18 @@
 //!     flags: u8          bit 0 decouple, bit 1 maximize,
 //!                        bit 2 nesterov (v2), bit 3 cautious (v2)
 //!     clip kind: u8      0 none, 1 constant(a), 2 power(a = scale, b = exponent)
-//!     clip a, clip b: f64 × 2 (0.0 when unused)
+//!     clip a, clip b: f64 × 2 (+0.0 when unused, required)
 //!     decay scaling: u8  0 lr, 1 fixed, 2 corrected(max_lr)        (v2 only)
-//!     max_lr: f64        (0.0 unless corrected)                   (v2 only)
+//!     max_lr: f64        (+0.0 unless corrected, required)        (v2 only)
 //!   params: u32, then per param:
 //!     group: u32, lanes: u64
 //!     name: u32 byte length (u32::MAX for none) + UTF-8 bytes      (v2 only)
 //!     has state: u8 (0 or 1); if 1: step u64, exp_avg f32 × lanes,
 //!     exp_avg_sq f32 × lanes
 //! ```
+//!
+//! The encoding is canonical: a checkpoint that loads re-encodes to the same
+//! bytes, so unused fields must hold +0.0 and flags only known bits.
 //!
 //! Version 1 lacks the fields marked v2; loading it fills their defaults
 //! (no names, [`DecayScaling::Lr`], no Nesterov, not cautious), as the reference's
@@ -205,9 +208,25 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
         return Err(err(CheckpointError::Malformed("unknown group flags")));
     }
     let (kind, a, b) = (r.u8()?, r.f64()?, r.f64()?);
+    // Fields a kind does not use are written as +0.0; anything else is not
+    // a checkpoint this crate wrote (and would not re-encode to itself).
+    let unused_is_zero = |x: f64, what| {
+        if x.to_bits() == 0 {
+            Ok(())
+        } else {
+            Err(err(CheckpointError::Malformed(what)))
+        }
+    };
     let clip = match kind {
-        0 => Clip::None,
-        1 => Clip::Constant(a),
+        0 => {
+            unused_is_zero(a, "unused clip field is not zero")?;
+            unused_is_zero(b, "unused clip field is not zero")?;
+            Clip::None
+        }
+        1 => {
+            unused_is_zero(b, "unused clip field is not zero")?;
+            Clip::Constant(a)
+        }
         2 => Clip::Power {
             scale: a,
             exponent: b,
@@ -216,6 +235,9 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
     };
     let decay_scaling = if version >= 2 {
         let (kind, max_lr) = (r.u8()?, r.f64()?);
+        if kind != 2 {
+            unused_is_zero(max_lr, "unused decay-scaling field is not zero")?;
+        }
         match kind {
             0 => DecayScaling::Lr,
             1 => DecayScaling::Fixed,
@@ -296,15 +318,19 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Hyper>, Vec<Param>), Error> {
         return Err(err(CheckpointError::UnsupportedVersion(version)));
     }
     let len = usize::try_from(r.u64()?).map_err(|_| err(CheckpointError::Truncated))?;
-    let end = HEADER
+    // Header, payload and the 4-byte checksum; a length field near u64::MAX
+    // must read as truncated, not overflow.
+    let total = HEADER
         .checked_add(len)
+        .and_then(|n| n.checked_add(4))
         .ok_or(err(CheckpointError::Truncated))?;
-    if bytes.len() < end + 4 {
+    if bytes.len() < total {
         return Err(err(CheckpointError::Truncated));
     }
-    if bytes.len() > end + 4 {
+    if bytes.len() > total {
         return Err(err(CheckpointError::TrailingBytes));
     }
+    let end = total - 4;
     let stored = u32::from_le_bytes(bytes[end..].try_into().expect("4 bytes"));
     let computed = crc32(&bytes[..end]);
     if stored != computed {

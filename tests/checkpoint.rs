@@ -105,6 +105,62 @@ fn corrupt_data_is_refused_and_changes_nothing() {
     assert_eq!(opt.save().unwrap(), good);
 }
 
+/// A payload-length field near `u64::MAX` reads as truncated rather than
+/// overflowing (found by the `checkpoint_decode` fuzz target).
+#[test]
+fn huge_length_fields_are_truncated_not_overflowing() {
+    let good = trained().save().unwrap();
+    for len in [u64::MAX, u64::MAX - 3, u64::MAX - 20, u64::MAX / 2, 1 << 40] {
+        let mut bad = good.clone();
+        bad[12..20].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(
+            Adopt::from_checkpoint(&bad).unwrap_err(),
+            Error::Checkpoint(CheckpointError::Truncated),
+            "length field {len:#x}"
+        );
+        // The header alone, as the fuzzer found it.
+        assert_eq!(
+            Adopt::from_checkpoint(&bad[..20]).unwrap_err(),
+            Error::Checkpoint(CheckpointError::Truncated),
+            "header only, length field {len:#x}"
+        );
+    }
+}
+
+/// Fields a group's clip or decay-scaling kind does not use must be +0.0:
+/// otherwise the checkpoint would load but not re-encode to itself (found by
+/// the `checkpoint_decode` fuzz target).
+#[test]
+fn unused_fields_must_be_zero() {
+    let mut opt = Adopt::new();
+    opt.add_group(Hyper {
+        clip: Clip::None,
+        ..Hyper::default()
+    })
+    .unwrap();
+    let good = opt.save().unwrap();
+    // Group 0 starts after the header and the group count: five f64, flags,
+    // clip kind, clip a, clip b, decay kind, max_lr.
+    let clip_a = 20 + 4 + 40 + 1 + 1;
+    let clip_b = clip_a + 8;
+    let max_lr = clip_b + 8 + 1;
+    for (offset, what) in [(clip_a, "clip a"), (clip_b, "clip b"), (max_lr, "max_lr")] {
+        for value in [-0.0_f64, 1.0, f64::NAN] {
+            let mut bad = good.clone();
+            bad[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+            let bad = resign(bad);
+            assert!(
+                matches!(
+                    Adopt::from_checkpoint(&bad),
+                    Err(Error::Checkpoint(CheckpointError::Malformed(_)))
+                ),
+                "{what} = {value}"
+            );
+        }
+    }
+    assert_eq!(Adopt::from_checkpoint(&good).unwrap().save().unwrap(), good);
+}
+
 /// Re-signs `bytes` after editing its header or payload.
 fn resign(mut bytes: Vec<u8>) -> Vec<u8> {
     let end = bytes.len() - 4;

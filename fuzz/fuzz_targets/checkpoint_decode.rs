@@ -1,9 +1,11 @@
 //! Arbitrary bytes never panic the checkpoint decoder; mutated valid
 //! checkpoints either load a state that re-encodes to the same bytes, or
-//! return an `Error` leaving the optimizer unchanged.
+//! return an `Error` leaving the optimizer unchanged. Mutations are also
+//! re-signed (length field and CRC repaired) to reach the field decoding.
 
 #![no_main]
 
+use adopt::checkpoint::{VERSION, crc32};
 use adopt::{Adopt, Hyper, Item};
 use libfuzzer_sys::fuzz_target;
 
@@ -60,21 +62,40 @@ fuzz_target!(|data: &[u8]| {
     if data.first().is_some_and(|b| b & 1 == 1) {
         mutated.truncate(data.len() % (before.len() + 1));
     }
-    for bytes in [data, &mutated[..]] {
-        match Adopt::from_checkpoint(bytes) {
-            Ok(loaded) => {
-                // The checksum makes accidental acceptance astronomically
-                // unlikely, but whatever loads must re-encode identically.
+    // The mutated checkpoint with its length field and checksum repaired,
+    // so the decoder's field parsing (counts, names, lanes, flags) is
+    // reached rather than stopped at the checksum.
+    let mut resigned = mutated.clone();
+    if resigned.len() >= 24 {
+        let end = resigned.len() - 4;
+        let len = (end - 20) as u64;
+        resigned[12..20].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32(&resigned[..end]);
+        resigned[end..].copy_from_slice(&crc.to_le_bytes());
+    }
+    for bytes in [data, &mutated[..], &resigned[..]] {
+        // Checkpoints of the current version are canonical: whatever loads
+        // re-encodes to the same bytes. An older version re-encodes as the
+        // current one, which must load to the same state again.
+        let current = bytes.get(8..12) == Some(&VERSION.to_le_bytes()[..]);
+        let check = |loaded: &Adopt| {
+            let saved = loaded.save().unwrap();
+            if current {
+                assert_eq!(saved, bytes, "a loaded checkpoint re-encodes differently");
+            } else {
+                let again = Adopt::from_checkpoint(&saved).unwrap();
                 assert_eq!(
-                    loaded.save().unwrap(),
-                    bytes,
-                    "a loaded checkpoint re-encodes differently"
+                    again.save().unwrap(),
+                    saved,
+                    "an upgraded checkpoint is not stable"
                 );
             }
-            Err(_) => {}
+        };
+        if let Ok(loaded) = Adopt::from_checkpoint(bytes) {
+            check(&loaded);
         }
         match opt.load(bytes) {
-            Ok(()) => assert_eq!(opt.save().unwrap(), bytes),
+            Ok(()) => check(&opt),
             Err(_) => assert_eq!(
                 opt.save().unwrap(),
                 before,

@@ -136,7 +136,15 @@ fuzz_target!(|data: &[u8]| {
             let (table_before, state_before) = (table.clone(), state.clone());
             let got: Result<(), Error> =
                 adopt_step_rows_ext(&mut table, &lookups, g, &mut state, &hyper, &options);
-            let expected = model(&mut want_table, &mut want, dim, &lookups, g, &hyper, scaling);
+            let expected = model(
+                &mut want_table,
+                &mut want,
+                dim,
+                &lookups,
+                g,
+                &hyper,
+                scaling,
+            );
             assert_eq!(
                 got.is_ok(),
                 expected.is_ok(),

@@ -106,4 +106,3 @@ pub fn same(a: &[f32], b: &[f32]) -> bool {
             .zip(b)
             .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
 }
-
