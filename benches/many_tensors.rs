@@ -1,11 +1,17 @@
 //! Many small tensors against one large one of the same total size:
 //! 10,000 × 100 lanes through `Adopt::step` against 1,000,000 lanes through
-//! `adopt_step`, serial (one-thread pool) and in the global rayon pool.
+//! `adopt_step`, serial (one-thread pool) and in the global rayon pool; the
+//! step alone (the list of items built once) and the step plus building the
+//! list each time.
+//!
+//! Then a paired measurement (the two alternating) prints the median
+//! ratio, which holds up on a noisy host where separate medians drift.
 //!
 //! `cargo bench --bench many_tensors`
 
 use adopt::{Adopt, Hyper, Item, ParamId, State, adopt_step};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use std::time::Instant;
 
 const TENSORS: usize = 10_000;
 const LANES: usize = 100;
@@ -76,11 +82,74 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| adopt_step(&mut one, &one_grads, &mut one_state, &hyper).unwrap())
             })
         });
-        group.bench_function(BenchmarkId::new("10000x100_tensors", mode), |b| {
-            pool.install(|| b.iter(|| step_many(&mut opt, &mut data)))
-        });
+        // The step alone: the engine's list of items built once.
+        {
+            let mut items: Vec<Item<'_>> = data
+                .iter_mut()
+                .zip(&ids)
+                .zip(&grads)
+                .map(|((d, &id), g)| Item {
+                    id,
+                    params: d,
+                    grads: Some(g),
+                })
+                .collect();
+            group.bench_function(BenchmarkId::new("10000x100_tensors", mode), |b| {
+                pool.install(|| b.iter(|| opt.step(&mut items).unwrap()))
+            });
+        }
+        // The step plus building that list (a 400 KB `Vec<Item>`) each time,
+        // as an engine whose borrows end every step does.
+        group.bench_function(
+            BenchmarkId::new("10000x100_tensors_building_items", mode),
+            |b| pool.install(|| b.iter(|| step_many(&mut opt, &mut data))),
+        );
     }
     group.finish();
+
+    // Paired: one step of each, alternating, so host noise hits both alike;
+    // the median of the per-pair ratios. `ADOPT_PAIRS` sets the pairs.
+    let pairs: usize = std::env::var("ADOPT_PAIRS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(101);
+    let mut items: Vec<Item<'_>> = data
+        .iter_mut()
+        .zip(&ids)
+        .zip(&grads)
+        .map(|((d, &id), g)| Item {
+            id,
+            params: d,
+            grads: Some(g),
+        })
+        .collect();
+    for (mode, pool) in &pools {
+        let (mut ones, mut manys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        pool.install(|| {
+            for _ in 0..pairs {
+                let t = Instant::now();
+                adopt_step(&mut one, &one_grads, &mut one_state, &hyper).unwrap();
+                let one_time = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                opt.step(&mut items).unwrap();
+                let many_time = t.elapsed().as_secs_f64();
+                ones.push(one_time);
+                manys.push(many_time);
+                ratios.push(many_time / one_time);
+            }
+        });
+        println!(
+            "paired ({mode}, {pairs} pairs): one 1M tensor {:.1} us, 10000x100 {:.1} us (medians); median ratio {:.2}x",
+            median(ones) * 1e6,
+            median(manys) * 1e6,
+            median(ratios)
+        );
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 criterion_group!(benches, bench);

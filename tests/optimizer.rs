@@ -120,7 +120,12 @@ proptest! {
 #[test]
 #[cfg_attr(miri, ignore = "large buffers")]
 fn parallel_step_over_many_buffers_matches_serial() {
-    let lanes = [3, 100_000, 17, 70_000, 1, 0, 40_000];
+    // Large buffers (one above PARALLEL_THRESHOLD, split across the pool
+    // itself) among many small ones (batched several per task), some without
+    // a gradient.
+    let mut lanes = vec![3, 200_000, 17, 70_000, 1, 0, 40_000];
+    lanes.extend((0..60).map(|i| (i * 37) % 101));
+    assert!(lanes.iter().any(|&l| l >= adopt::PARALLEL_THRESHOLD));
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -151,10 +156,11 @@ fn parallel_step_over_many_buffers_matches_serial() {
                     .iter_mut()
                     .zip(&ids)
                     .zip(&grads)
-                    .map(|((d, &id), g)| Item {
+                    .enumerate()
+                    .map(|(i, ((d, &id), g))| Item {
                         id,
                         params: d,
-                        grads: Some(g),
+                        grads: (i % 5 != 4).then_some(&g[..]),
                     })
                     .collect();
                 opt.step(&mut items).unwrap();

@@ -86,3 +86,10 @@ pub(crate) fn count_neon(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepCon
     // SAFETY: NEON is in the aarch64 baseline (see `step_neon`).
     unsafe { super::count_generic::<Neon>(p, g, m, v, k) }
 }
+
+/// Every job's step with NEON.
+#[cfg(feature = "alloc")]
+pub(crate) fn step_each_neon<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
+    // SAFETY: NEON is in the aarch64 baseline (see `step_neon`).
+    unsafe { super::step_each_generic::<Neon>(jobs) }
+}

@@ -189,6 +189,27 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// Steps every job with this kernel, which must be available, in one
+    /// function compiled for it.
+    #[inline]
+    #[cfg(feature = "alloc")]
+    pub(crate) fn run_each<'a>(self, jobs: impl Iterator<Item = super::Job<'a>>) {
+        debug_assert!(self.is_available());
+        match self {
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as in `run`; job lengths are checked by their callers.
+            Kernel::Avx2Fma => unsafe { super::x86_64::step_each_avx2(jobs) },
+            #[cfg(all(target_arch = "x86_64", not(miri)))]
+            // SAFETY: as above, for avx512f.
+            Kernel::Avx512F => unsafe { super::x86_64::step_each_avx512(jobs) },
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
+            Kernel::Neon => super::aarch64::step_each_neon(jobs),
+            _ => super::portable::step_each(jobs),
+        }
+    }
+}
+
+impl Kernel {
     /// Runs `f` inside a function compiled for this kernel's instruction
     /// set, which must be available, so that the loops `f` inlines are
     /// vectorised for it (the portable and NEON kernels just call `f`).

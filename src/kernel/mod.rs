@@ -309,6 +309,32 @@ pub(crate) unsafe fn step_generic<V: F32Vector>(
     }
 }
 
+/// One buffer's step for [`step_each_generic`]: four equal-length slices
+/// and their constants.
+#[cfg(feature = "alloc")]
+pub(crate) struct Job<'a> {
+    pub(crate) p: &'a mut [f32],
+    pub(crate) g: &'a [f32],
+    pub(crate) m: &'a mut [f32],
+    pub(crate) v: &'a mut [f32],
+    pub(crate) k: &'a StepConstants,
+}
+
+/// [`step_generic`] over every job, in one function compiled for `V`: many
+/// small buffers then pay no per-buffer dispatch.
+///
+/// # Safety
+///
+/// As [`step_generic`]; every job's slices have equal lengths.
+#[inline(always)]
+#[cfg(feature = "alloc")]
+pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(jobs: impl Iterator<Item = Job<'a>>) {
+    for j in jobs {
+        // SAFETY: guaranteed by the caller.
+        unsafe { step_generic::<V>(j.p, j.g, j.m, j.v, j.k) }
+    }
+}
+
 /// The number of lanes passing the caution mask (`u·g > 0`), reading the
 /// four equal-length slices and writing nothing: the first pass of a
 /// cautious step after the first.

@@ -89,3 +89,11 @@ pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &S
     // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl).
     unsafe { super::step_generic::<f32x8>(p, g, m, v, k) }
 }
+
+/// Every job's portable step.
+#[cfg(feature = "alloc")]
+pub(crate) fn step_each<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
+    // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl);
+    // job lengths are the caller's contract, checked by the slices' bounds.
+    unsafe { super::step_each_generic::<f32x8>(jobs) }
+}

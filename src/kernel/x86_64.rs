@@ -258,6 +258,29 @@ pub(crate) unsafe fn step_avx512(
     unsafe { super::step_generic::<Avx512>(p, g, m, v, k) }
 }
 
+/// Every job's step with AVX-512F.
+///
+/// # Safety
+/// The CPU must support `avx512f`; every job's slices have equal lengths.
+#[cfg(feature = "alloc")]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn step_each_avx512<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { super::step_each_generic::<Avx512>(jobs) }
+}
+
+/// Every job's step with AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must support `avx2` and `fma`; every job's slices have equal
+/// lengths.
+#[cfg(feature = "alloc")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn step_each_avx2<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { super::step_each_generic::<Avx2>(jobs) }
+}
+
 /// The caution count with AVX-512F.
 ///
 /// # Safety
