@@ -80,10 +80,7 @@ fn every_kernel_matches_the_reference_serial_and_parallel() {
                 .build()
                 .unwrap();
             let mut opt = Adopt::new();
-            let ids: Vec<_> = groups
-                .iter()
-                .map(|h| opt.add_group(h.clone()).unwrap())
-                .collect();
+            let ids: Vec<_> = groups.iter().map(|h| opt.add_group(*h).unwrap()).collect();
             let params: Vec<ParamId> = lanes
                 .iter()
                 .enumerate()
