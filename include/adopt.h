@@ -444,6 +444,38 @@ enum AdoptStatus adopt_optimizer_step(struct AdoptOptimizer *opt,
                                       size_t n_items);
 
 /**
+ * [`adopt_optimizer_step`] for mixed-precision training:
+ * `inv_scale` (`1/scale`, finite and >= 0; 1 for none) multiplies every
+ * gradient lane inside the kernel, with no extra pass, and `found_inf` = 1
+ * skips the step after validation, changing nothing, not even a step count
+ * (as PyTorch's `GradScaler` skips `optimizer.step()`); set it from
+ * [`adopt_grads_nonfinite`].
+ *
+ * # Safety
+ *
+ * As [`adopt_optimizer_step`].
+ */
+enum AdoptStatus adopt_optimizer_step_scaled(struct AdoptOptimizer *opt,
+                                             const struct AdoptItem *items,
+                                             size_t n_items,
+                                             float inv_scale,
+                                             uint32_t found_inf);
+
+/**
+ * Whether any of `len` gradient lanes is NaN or ±inf (split across the
+ * rayon pool when large), into `*out` (1 or 0): the scan PyTorch's
+ * `GradScaler` runs in `unscale_`, to feed `found_inf` of
+ * [`adopt_optimizer_step_scaled`]. Scan the gradients before unscaling
+ * them (an inf stays inf).
+ *
+ * # Safety
+ *
+ * `grads` is null (with `len` 0) or points to `len` valid, initialised
+ * floats; `out` is null or valid for writing.
+ */
+enum AdoptStatus adopt_grads_nonfinite(const float *grads, size_t len, uint32_t *out);
+
+/**
  * Saves the optimizer's whole state as a checkpoint (the versioned,
  * CRC-checked format of the Rust `adopt::checkpoint`) into `buf`, of
  * `cap` bytes.

@@ -53,7 +53,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use crate::error::Error;
-use crate::hyper::{Clip, DecayScaling, Hyper};
+use crate::hyper::{Clip, DecayScaling, Hyper, Scaling};
 use crate::optimizer::{Adopt, GroupId, Item, ParamId};
 use crate::precision::{self, Rounding};
 use crate::state::StateView;
@@ -963,6 +963,85 @@ pub unsafe extern "C" fn adopt_optimizer_step(
     items: *const AdoptItem,
     n_items: usize,
 ) -> AdoptStatus {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { optimizer_step(opt, items, n_items, Scaling::default()) }
+}
+
+/// [`adopt_optimizer_step`] for mixed-precision training:
+/// `inv_scale` (`1/scale`, finite and >= 0; 1 for none) multiplies every
+/// gradient lane inside the kernel, with no extra pass, and `found_inf` = 1
+/// skips the step after validation, changing nothing, not even a step count
+/// (as PyTorch's `GradScaler` skips `optimizer.step()`); set it from
+/// [`adopt_grads_nonfinite`].
+///
+/// # Safety
+///
+/// As [`adopt_optimizer_step`].
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adopt_optimizer_step_scaled(
+    opt: *mut AdoptOptimizer,
+    items: *const AdoptItem,
+    n_items: usize,
+    inv_scale: f32,
+    found_inf: u32,
+) -> AdoptStatus {
+    let found_inf = match found_inf {
+        0 => false,
+        1 => true,
+        other => {
+            return guard(|| {
+                Err(Fail::invalid(format!(
+                    "found_inf is {other}: must be 0 or 1"
+                )))
+            });
+        }
+    };
+    let scaling = Scaling {
+        inv_scale,
+        found_inf,
+    };
+    // SAFETY: the caller's contract is this function's.
+    unsafe { optimizer_step(opt, items, n_items, scaling) }
+}
+
+/// Whether any of `len` gradient lanes is NaN or ±inf (split across the
+/// rayon pool when large), into `*out` (1 or 0): the scan PyTorch's
+/// `GradScaler` runs in `unscale_`, to feed `found_inf` of
+/// [`adopt_optimizer_step_scaled`]. Scan the gradients before unscaling
+/// them: the scaled step unscales them itself.
+///
+/// # Safety
+///
+/// `grads` is null (with `len` 0) or points to `len` valid, initialised
+/// floats; `out` is null or valid for writing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adopt_grads_nonfinite(
+    grads: *const f32,
+    len: usize,
+    out: *mut u32,
+) -> AdoptStatus {
+    guard(|| {
+        check_ptr("grads", grads, len)?;
+        check_one("out", out)?;
+        // SAFETY: checked by check_ptr; valid by the contract.
+        let found = crate::grads_nonfinite(unsafe { slice(grads, len) });
+        // SAFETY: checked non-null and aligned; valid by the contract.
+        unsafe { write_out(out, u32::from(found)) };
+        Ok(())
+    })
+}
+
+/// The body of the optimizer steps.
+///
+/// # Safety
+///
+/// As [`adopt_optimizer_step`].
+unsafe fn optimizer_step(
+    opt: *mut AdoptOptimizer,
+    items: *const AdoptItem,
+    n_items: usize,
+    scaling: Scaling,
+) -> AdoptStatus {
     guard(|| {
         // SAFETY: optimizer checks the pointer; valid by the contract.
         let opt = unsafe { optimizer(opt)? };
@@ -1010,7 +1089,7 @@ pub unsafe extern "C" fn adopt_optimizer_step(
                 }),
             })
             .collect();
-        opt.step(&mut steps)?;
+        opt.step_scaled(&mut steps, scaling)?;
         Ok(())
     })
 }

@@ -630,6 +630,93 @@ fn the_optimizer_object_matches_the_rust_optimizer_and_round_trips_checkpoints()
     assert_eq!(restored.save(), before);
 }
 
+/// The scaled step matches `Adopt::step_scaled`; `found_inf` = 1 changes
+/// nothing; bad flags and scales are refused with nothing changed; the
+/// non-finite scan finds NaN and ±inf.
+#[test]
+fn scaled_steps_and_the_nonfinite_scan() {
+    let h = adopt_hyper_default();
+    let opt = Opt::new();
+    let g = opt.add_group(&h).unwrap();
+    let p = opt.add_param(g, 19, None).unwrap();
+    let mut rust = Adopt::new();
+    let rg = rust.add_group(Hyper::default()).unwrap();
+    let rp = rust.add_param(rg, 19, None).unwrap();
+    let (mut c, mut r) = (lanes(19, 5), lanes(19, 5));
+    for s in 0..3 {
+        let grads = lanes(19, 40 + s);
+        // SAFETY: a live optimizer; the item's buffers are live slices.
+        let status = unsafe {
+            adopt_optimizer_step_scaled(opt.0, &item(p, &mut c, Some(&grads)), 1, 0.25, 0)
+        };
+        assert_eq!(status, AdoptStatus::Ok, "{}", message());
+        let scaling = adopt::Scaling {
+            inv_scale: 0.25,
+            found_inf: false,
+        };
+        rust.step_scaled(
+            &mut [Item {
+                id: rp,
+                params: &mut r,
+                grads: Some(&grads),
+            }],
+            scaling,
+        )
+        .unwrap();
+    }
+    assert_same_bits(&c, &r, "scaled");
+    assert_eq!(opt.save(), rust.save().unwrap());
+
+    let before = (c.clone(), opt.save());
+    let grads = lanes(19, 77);
+    let mut scaled = |inv_scale: f32, found_inf: u32| {
+        // SAFETY: as above.
+        unsafe {
+            adopt_optimizer_step_scaled(
+                opt.0,
+                &item(p, &mut c, Some(&grads)),
+                1,
+                inv_scale,
+                found_inf,
+            )
+        }
+    };
+    assert_eq!(scaled(0.25, 1), AdoptStatus::Ok, "found_inf skips");
+    assert_eq!(scaled(0.25, 2), AdoptStatus::InvalidArgument);
+    assert!(message().contains("found_inf is 2"), "{}", message());
+    for bad in [f32::NAN, -1.0, f32::INFINITY] {
+        assert_ne!(scaled(bad, 0), AdoptStatus::Ok, "inv_scale {bad}");
+        assert!(message().contains("inv_scale"), "{}", message());
+    }
+    assert_same_bits(&c, &before.0, "after skipped and refused steps");
+    assert_eq!(opt.save(), before.1);
+
+    let scan = |grads: *const f32, len: usize| {
+        let mut out = 7;
+        // SAFETY: grads is valid for len floats (or null with 0).
+        let status = unsafe { adopt_grads_nonfinite(grads, len, &mut out) };
+        (status, out)
+    };
+    // Past PARALLEL_THRESHOLD, so the scan is split across the pool.
+    let n = if cfg!(miri) { 100 } else { 300_000 };
+    let mut big = lanes(n, 1);
+    assert_eq!(scan(big.as_ptr(), big.len()), (AdoptStatus::Ok, 0));
+    for special in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        big[n - 2] = special;
+        assert_eq!(
+            scan(big.as_ptr(), big.len()),
+            (AdoptStatus::Ok, 1),
+            "{special}"
+        );
+        big[n - 2] = 0.0;
+    }
+    assert_eq!(scan(null(), 0), (AdoptStatus::Ok, 0));
+    assert_eq!(scan(null(), 3).0, AdoptStatus::NullPointer);
+    // SAFETY: big is valid; a null `out` is refused before any write.
+    let status = unsafe { adopt_grads_nonfinite(big.as_ptr(), 4, null_mut()) };
+    assert_eq!(status, AdoptStatus::NullPointer);
+}
+
 #[test]
 fn optimizer_errors_get_their_status_and_change_nothing() {
     let opt = Opt::new();

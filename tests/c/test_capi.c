@@ -1,8 +1,8 @@
 /*
  * The C ABI from C: steps compared bit for bit with a scalar C
  * re-implementation of the ADOPT update, bad input refused with its status
- * and message and nothing changed, and the optimizer object's create / add /
- * step / save / load / free round trip.
+ * and message and nothing changed, the optimizer object's create / add /
+ * step / save / load / free round trip, and the mixed-precision step.
  *
  * Build and run (from the repository root; .ci/run does this):
  *   cargo rustc --release --features capi --lib --crate-type cdylib,staticlib
@@ -432,12 +432,64 @@ static void test_optimizer_round_trip(void) {
     adopt_optimizer_free(NULL);
 }
 
+/* Mixed precision: scan for inf, skip the step it poisons (nothing moves),
+ * and a scaled step equals an unscaled one on the unscaled gradients when the
+ * scale is a power of two (exact in f32). */
+static void test_mixed_precision(void) {
+    AdoptHyper h = adopt_hyper_default();
+    AdoptOptimizer *scaled = NULL, *plain = NULL;
+    CHECK(adopt_optimizer_new(&scaled) == ADOPT_STATUS_OK && adopt_optimizer_new(&plain) == ADOPT_STATUS_OK,
+          "new");
+    uint32_t g0 = 9, w0 = 9;
+    CHECK(adopt_optimizer_add_group(scaled, &h, &g0) == ADOPT_STATUS_OK &&
+              adopt_optimizer_add_param(scaled, g0, N, NULL, &w0) == ADOPT_STATUS_OK,
+          "setup scaled");
+    CHECK(adopt_optimizer_add_group(plain, &h, &g0) == ADOPT_STATUS_OK &&
+              adopt_optimizer_add_param(plain, g0, N, NULL, &w0) == ADOPT_STATUS_OK,
+          "setup plain");
+    float a[N], b[N], big[N], small[N];
+    for (int i = 0; i < N; i++) {
+        a[i] = b[i] = 0.05f * (float)(i - N / 2);
+        small[i] = 0.01f * (float)((i * 7) % 13 - 6);
+        big[i] = small[i] * 1024.0f; /* the loss scaled by 1024 */
+    }
+    uint32_t found = 7;
+    for (int s = 0; s < 3; s++) {
+        CHECK(adopt_grads_nonfinite(big, N, &found) == ADOPT_STATUS_OK && found == 0, "finite scan");
+        AdoptItem ia = {.param = 0, .params = a, .params_len = N, .grads = big, .grads_len = N};
+        AdoptItem ib = {.param = 0, .params = b, .params_len = N, .grads = small, .grads_len = N};
+        CHECK(adopt_optimizer_step_scaled(scaled, &ia, 1, 1.0f / 1024.0f, found) == ADOPT_STATUS_OK,
+              "scaled step: %s", msg());
+        CHECK(adopt_optimizer_step(plain, &ib, 1) == ADOPT_STATUS_OK, "plain step");
+    }
+    CHECK(same_bits(a, b, N), "scaled and unscaled steps differ");
+
+    /* An overflowed gradient: found, and the step skipped entirely. */
+    big[5] = INFINITY;
+    CHECK(adopt_grads_nonfinite(big, N, &found) == ADOPT_STATUS_OK && found == 1, "inf found");
+    float before[N];
+    memcpy(before, a, sizeof a);
+    AdoptItem ia = {.param = 0, .params = a, .params_len = N, .grads = big, .grads_len = N};
+    CHECK(adopt_optimizer_step_scaled(scaled, &ia, 1, 1.0f / 1024.0f, found) == ADOPT_STATUS_OK,
+          "skipped step");
+    uint64_t steps = 0;
+    CHECK(same_bits(a, before, N) && adopt_optimizer_param_step(scaled, 0, &steps) == ADOPT_STATUS_OK &&
+              steps == 3,
+          "a skipped step changed something");
+    CHECK(adopt_optimizer_step_scaled(scaled, &ia, 1, 1.0f, 2) == ADOPT_STATUS_INVALID_ARGUMENT &&
+              strstr(msg(), "found_inf") != NULL,
+          "bad found_inf: %s", msg());
+    adopt_optimizer_free(scaled);
+    adopt_optimizer_free(plain);
+}
+
 int main(void) {
     test_defaults_and_version();
     test_steps_match_the_model();
     test_bad_input_changes_nothing();
     test_bf16_is_the_f32_step_rounded();
     test_optimizer_round_trip();
+    test_mixed_precision();
     printf("adopt %s C ABI checks\n%d passed, %d failed\n", adopt_version(), passed, failed);
     return failed == 0 ? 0 : 1;
 }
