@@ -48,16 +48,7 @@ fn bench(c: &mut Criterion) {
         .map(|t| one_grads[t * LANES..(t + 1) * LANES].to_vec())
         .collect();
     let step_many = |opt: &mut Adopt, data: &mut Vec<Vec<f32>>| {
-        let mut items: Vec<Item<'_>> = data
-            .iter_mut()
-            .zip(&ids)
-            .zip(&grads)
-            .map(|((d, &id), g)| Item {
-                id,
-                params: d,
-                grads: Some(g),
-            })
-            .collect();
+        let mut items = items(data, &ids, &grads);
         opt.step(&mut items).unwrap();
     };
     step_many(&mut opt, &mut data);
@@ -84,16 +75,7 @@ fn bench(c: &mut Criterion) {
         });
         // The step alone: the engine's list of items built once.
         {
-            let mut items: Vec<Item<'_>> = data
-                .iter_mut()
-                .zip(&ids)
-                .zip(&grads)
-                .map(|((d, &id), g)| Item {
-                    id,
-                    params: d,
-                    grads: Some(g),
-                })
-                .collect();
+            let mut items = items(&mut data, &ids, &grads);
             group.bench_function(BenchmarkId::new("10000x100_tensors", mode), |b| {
                 pool.install(|| b.iter(|| opt.step(&mut items).unwrap()))
             });
@@ -113,16 +95,7 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(101);
-    let mut items: Vec<Item<'_>> = data
-        .iter_mut()
-        .zip(&ids)
-        .zip(&grads)
-        .map(|((d, &id), g)| Item {
-            id,
-            params: d,
-            grads: Some(g),
-        })
-        .collect();
+    let mut items = items(&mut data, &ids, &grads);
     for (mode, pool) in &pools {
         let (mut ones, mut manys, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         pool.install(|| {
@@ -145,6 +118,19 @@ fn bench(c: &mut Criterion) {
             median(ratios)
         );
     }
+}
+
+/// The step's list of items: every tensor with its gradient.
+fn items<'a>(data: &'a mut [Vec<f32>], ids: &[ParamId], grads: &'a [Vec<f32>]) -> Vec<Item<'a>> {
+    data.iter_mut()
+        .zip(ids)
+        .zip(grads)
+        .map(|((d, &id), g)| Item {
+            id,
+            params: d,
+            grads: Some(g),
+        })
+        .collect()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
