@@ -94,6 +94,10 @@ struct Work {
     /// Its constants' slot in `Adopt::constants`, or [`Work::SKIP`] for an
     /// item without a gradient.
     constants: u32,
+    /// The lanes of the step's earlier items with gradients (where this
+    /// item starts in the step's lanes), for splitting it across threads.
+    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+    start: usize,
 }
 
 impl Work {
@@ -339,6 +343,7 @@ impl Adopt {
                 self.work.push(Work {
                     index: index as u32,
                     constants: Work::SKIP,
+                    start: plan.lanes,
                 });
                 continue;
             };
@@ -370,6 +375,7 @@ impl Adopt {
             self.work.push(Work {
                 index: index as u32,
                 constants: self.constants.len() as u32 - 1,
+                start: plan.lanes,
             });
             plan.lanes += p.lanes;
         }
@@ -382,27 +388,13 @@ impl Adopt {
         let constants = &self.constants[..];
         #[cfg(feature = "rayon")]
         if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            // A few runs of items per thread, each run in one kernel call;
-            // an item large enough to split is split across the pool itself.
-            let per_task = items
-                .len()
-                .div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
-                .max(MIN_ITEMS_PER_TASK);
-            items
-                .par_chunks_mut(per_task)
-                .zip(self.work.par_chunks(per_task))
-                .for_each(|(items, work)| {
-                    // SAFETY: see `jobs`; the chunks partition the items.
-                    let jobs = unsafe { jobs(params, constants, items, work) };
-                    kernel.run_each(jobs.filter_map(|job| {
-                        if job.p.len() < crate::PARALLEL_THRESHOLD {
-                            return Some(job);
-                        }
-                        crate::parallel::run(kernel, job.p, job.g, job.m, job.v, job.k);
-                        None
-                    }));
-                });
+            let threads = rayon::current_num_threads();
+            // SAFETY: see `jobs`; `split` partitions the items.
+            unsafe {
+                split(
+                    kernel, params, constants, items, &self.work, threads, 0, lanes,
+                )
+            };
             return;
         }
         let _ = lanes;
@@ -413,19 +405,75 @@ impl Adopt {
     }
 }
 
-/// Rayon tasks per pool thread in a parallel [`Adopt::step`] (as
-/// [`parallel::run`](crate::parallel) splits one buffer): on 10,000 buffers
-/// of 100 lanes, 4 per thread measured faster than runs of 16 items.
+/// Steps `items` (lanes `start..end` of the step) as `parts` contiguous
+/// runs of about equal lanes, one per pool thread: the first run on this
+/// thread, the rest by `rayon::join` halving, so each thread keeps stepping
+/// the same buffers from one step to the next (they stay in its cache) and
+/// each run is one kernel call. An item large enough to split is split
+/// across the pool itself.
+///
+/// # Safety
+///
+/// As [`jobs`].
 #[cfg(feature = "rayon")]
-const TASKS_PER_THREAD: usize = 4;
+#[allow(clippy::too_many_arguments)]
+unsafe fn split(
+    kernel: Kernel,
+    params: ParamsPtr,
+    constants: &[StepConstants],
+    items: &mut [Item<'_>],
+    work: &[Work],
+    parts: usize,
+    start: usize,
+    end: usize,
+) {
+    if parts > 1 && items.len() > 1 {
+        let left = parts / 2;
+        let target = start + (end - start) / parts * left;
+        let mid = work
+            .partition_point(|w| w.start < target)
+            .clamp(1, items.len() - 1);
+        let middle = work[mid].start;
+        let (left_items, right_items) = items.split_at_mut(mid);
+        let (left_work, right_work) = work.split_at(mid);
+        rayon::join(
+            // SAFETY: the two halves partition the items (the caller's
+            // contract holds for each).
+            || unsafe {
+                split(
+                    kernel, params, constants, left_items, left_work, left, start, middle,
+                )
+            },
+            // SAFETY: as above.
+            || unsafe {
+                split(
+                    kernel,
+                    params,
+                    constants,
+                    right_items,
+                    right_work,
+                    parts - left,
+                    middle,
+                    end,
+                )
+            },
+        );
+        return;
+    }
+    // SAFETY: guaranteed by the caller.
+    let jobs = unsafe { jobs(params, constants, items, work) };
+    kernel.run_each(jobs.filter_map(|job| {
+        if job.p.len() < crate::PARALLEL_THRESHOLD {
+            return Some(job);
+        }
+        crate::parallel::run(kernel, job.p, job.g, job.m, job.v, job.k);
+        None
+    }));
+}
 
 /// Items in a step from which validation overlaps waking the pool.
 #[cfg(feature = "rayon")]
 const WAKE_POOL_ITEMS: usize = 256;
-
-/// Items per rayon task at least.
-#[cfg(feature = "rayon")]
-const MIN_ITEMS_PER_TASK: usize = 16;
 
 /// The kernel jobs of validated items (those with gradients), each
 /// advancing its parameter's step count as it is produced.
