@@ -1007,8 +1007,8 @@ pub unsafe extern "C" fn adopt_optimizer_step_scaled(
 /// Whether any of `len` gradient lanes is NaN or ±inf (split across the
 /// rayon pool when large), into `*out` (1 or 0): the scan PyTorch's
 /// `GradScaler` runs in `unscale_`, to feed `found_inf` of
-/// [`adopt_optimizer_step_scaled`]. Scan the gradients before unscaling
-/// them: the scaled step unscales them itself.
+/// [`adopt_optimizer_step_scaled`]. Scan the gradients as they are, still
+/// scaled: the scaled step unscales them itself.
 ///
 /// # Safety
 ///
