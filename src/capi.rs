@@ -228,17 +228,22 @@ impl From<&Hyper> for AdoptHyper {
     }
 }
 
+/// A flag's value: 0 or 1, anything else refused (naming `{prefix}{name}`).
+fn flag(prefix: &str, name: &str, value: u32) -> Result<bool, Fail> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Fail::invalid(format!(
+            "{prefix}{name} is {value}: must be 0 or 1"
+        ))),
+    }
+}
+
 impl AdoptHyper {
     /// The `Hyper` these fields describe. Checks the enumeration values
     /// and flags; the numbers are checked where a `Hyper` is used.
     fn to_hyper(self) -> Result<Hyper, Fail> {
-        let flag = |name: &str, value: u32| match value {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(Fail::invalid(format!(
-                "hyper.{name} is {value}: must be 0 or 1"
-            ))),
-        };
+        let flag = |name: &str, value: u32| flag("hyper.", name, value);
         let clip = match self.clip {
             ADOPT_CLIP_NONE => Clip::None,
             ADOPT_CLIP_CONSTANT => Clip::Constant(self.clip_scale),
@@ -964,7 +969,7 @@ pub unsafe extern "C" fn adopt_optimizer_step(
     n_items: usize,
 ) -> AdoptStatus {
     // SAFETY: the caller's contract is this function's.
-    unsafe { optimizer_step(opt, items, n_items, Scaling::default()) }
+    unsafe { optimizer_step(opt, items, n_items, 1.0, 0) }
 }
 
 /// [`adopt_optimizer_step`] for mixed-precision training:
@@ -985,23 +990,8 @@ pub unsafe extern "C" fn adopt_optimizer_step_scaled(
     inv_scale: f32,
     found_inf: u32,
 ) -> AdoptStatus {
-    let found_inf = match found_inf {
-        0 => false,
-        1 => true,
-        other => {
-            return guard(|| {
-                Err(Fail::invalid(format!(
-                    "found_inf is {other}: must be 0 or 1"
-                )))
-            });
-        }
-    };
-    let scaling = Scaling {
-        inv_scale,
-        found_inf,
-    };
     // SAFETY: the caller's contract is this function's.
-    unsafe { optimizer_step(opt, items, n_items, scaling) }
+    unsafe { optimizer_step(opt, items, n_items, inv_scale, found_inf) }
 }
 
 /// Whether any of `len` gradient lanes is NaN or ±inf (split across the
@@ -1031,7 +1021,7 @@ pub unsafe extern "C" fn adopt_grads_nonfinite(
     })
 }
 
-/// The body of the optimizer steps.
+/// The body of the optimizer steps (`found_inf` a flag, 0 or 1).
 ///
 /// # Safety
 ///
@@ -1040,9 +1030,14 @@ unsafe fn optimizer_step(
     opt: *mut AdoptOptimizer,
     items: *const AdoptItem,
     n_items: usize,
-    scaling: Scaling,
+    inv_scale: f32,
+    found_inf: u32,
 ) -> AdoptStatus {
     guard(|| {
+        let scaling = Scaling {
+            inv_scale,
+            found_inf: flag("", "found_inf", found_inf)?,
+        };
         // SAFETY: optimizer checks the pointer; valid by the contract.
         let opt = unsafe { optimizer(opt)? };
         check_ptr("items", items, n_items)?;

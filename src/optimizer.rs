@@ -263,32 +263,30 @@ impl Adopt {
         let kernel = Kernel::active();
         // Cautious groups: each tensor's own mask count (a read-only pass),
         // into constants of its own.
-        for (w, item) in self.work.iter_mut().zip(items.iter()) {
-            if !cautious {
-                break;
-            }
-            if w.constants == Work::SKIP {
-                continue;
-            }
-            let p = &self.params[w.index as usize];
-            let k = self.constants[w.constants as usize];
-            if self.groups[p.group.0 as usize].cautious && k.step > 0 {
-                let state = p.state.as_ref().expect("state created above");
-                let (m, v) = (state.exp_avg(), state.exp_avg_sq());
-                let grads = item.grads.expect("items with work have gradients");
-                let count = crate::parallel::count(kernel, item.params, grads, m, v, &k);
-                let mask = crate::CautionMask {
-                    count,
-                    lanes: item.params.len() as u64,
-                };
-                self.constants.push(StepConstants {
-                    caution_scale: Some(mask.scale()),
-                    ..k
-                });
-                w.constants = self.constants.len() as u32 - 1;
+        if cautious {
+            for (w, item) in self.work.iter_mut().zip(items.iter()) {
+                if w.constants == Work::SKIP {
+                    continue;
+                }
+                let p = &self.params[w.index as usize];
+                let k = self.constants[w.constants as usize];
+                if self.groups[p.group.0 as usize].cautious && k.step > 0 {
+                    let state = p.state.as_ref().expect("state created above");
+                    let (m, v) = (state.exp_avg(), state.exp_avg_sq());
+                    let grads = item.grads.expect("items with work have gradients");
+                    let count = crate::parallel::count(kernel, item.params, grads, m, v, &k);
+                    let mask = crate::CautionMask {
+                        count,
+                        lanes: item.params.len() as u64,
+                    };
+                    self.constants.push(StepConstants {
+                        caution_scale: Some(mask.scale()),
+                        ..k
+                    });
+                    w.constants = self.constants.len() as u32 - 1;
+                }
             }
         }
-        // Each item's step count advances with its kernel call.
         self.run(kernel, items, lanes);
         Ok(())
     }

@@ -200,16 +200,21 @@ typedef struct {
     uint64_t step;
 } Bufs;
 
+/* The buffers every bad-input call starts from (and must leave as they were). */
+static void pristine(Bufs *b) {
+    fill(b->p, 4, 1);
+    fill(b->g, 4, 2);
+    fill(b->m, 4, 3);
+    for (int i = 0; i < 4; i++) {
+        b->v[i] = b->m[i] * b->m[i];
+    }
+    b->step = 3;
+}
+
 static void expect_error(Bufs *b, AdoptStatus got, AdoptStatus want, const char *text,
                          const char *what) {
     Bufs before;
-    /* Rebuild the pristine values the caller started from. */
-    fill(before.p, 4, 1);
-    fill(before.g, 4, 2);
-    fill(before.m, 4, 3);
-    for (int i = 0; i < 4; i++) {
-        before.v[i] = before.m[i] * before.m[i];
-    }
+    pristine(&before);
     CHECK(got == want, "%s: status %d, want %d (%s)", what, (int)got, (int)want, msg());
     CHECK(strstr(msg(), text) != NULL, "%s: message \"%s\" lacks \"%s\"", what, msg(), text);
     CHECK(memcmp(b->p, before.p, sizeof b->p) == 0, "%s: params changed", what);
@@ -221,13 +226,7 @@ static void expect_error(Bufs *b, AdoptStatus got, AdoptStatus want, const char 
 
 static void test_bad_input_changes_nothing(void) {
     Bufs b;
-    fill(b.p, 4, 1);
-    fill(b.g, 4, 2);
-    fill(b.m, 4, 3);
-    for (int i = 0; i < 4; i++) {
-        b.v[i] = b.m[i] * b.m[i];
-    }
-    b.step = 3;
+    pristine(&b);
     AdoptHyper h = adopt_hyper_default();
     AdoptHyper bad_lr = h;
     bad_lr.lr = -1.0;
