@@ -459,29 +459,14 @@ unsafe impl Sync for RowPtrs {}
 const PREFETCH_AHEAD: usize = 4;
 
 impl RowPtrs {
-    /// Hints the CPU to fetch row `row` into cache (no effect where the
-    /// crate has no prefetch instruction). Reads nothing: the addresses are
-    /// only computed, with wrapping arithmetic.
+    /// Hints the CPU to fetch row `row` into cache (see
+    /// [`prefetch`](crate::kernel::prefetch)).
     #[inline(always)]
     fn prefetch(&self, row: usize, dim: usize) {
-        #[cfg(all(target_arch = "x86_64", not(miri)))]
-        {
-            use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            const LINE: usize = 64 / core::mem::size_of::<f32>();
-            // SAFETY: SSE, which `prefetcht0` belongs to, is part of the
-            // x86-64 baseline, so every x86-64 CPU runs it; a prefetch
-            // accesses no memory and accepts any address.
-            unsafe {
-                for lane in (0..dim).step_by(LINE) {
-                    for base in [self.params, self.exp_avg, self.exp_avg_sq] {
-                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row * dim + lane).cast());
-                    }
-                }
-                _mm_prefetch::<_MM_HINT_T0>(self.steps.wrapping_add(row).cast());
-            }
+        for base in [self.params, self.exp_avg, self.exp_avg_sq] {
+            crate::kernel::prefetch(base.wrapping_add(row * dim), dim);
         }
-        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-        let _ = (row, dim);
+        crate::kernel::prefetch(self.steps.wrapping_add(row).cast(), 1);
     }
 
     /// Row `row`'s parameters, `m`, `v` (each `dim` lanes) and step count.

@@ -323,16 +323,74 @@ pub(crate) struct Job<'a> {
 /// [`step_generic`] over every job, in one function compiled for `V`: many
 /// small buffers then pay no per-buffer dispatch.
 ///
+/// Each job's buffers are four fresh streams the hardware prefetcher has
+/// not seen, so the job two ahead is prefetched ([`prefetch`]) while this
+/// one computes: for 10,000 buffers of 100 lanes on one thread, 1.64× the
+/// time of one 1M-lane buffer without it, 1.49× with it (one job ahead:
+/// 1.51×; see BENCHMARKS.md).
+///
 /// # Safety
 ///
 /// As [`step_generic`]; every job's slices have equal lengths.
 #[inline(always)]
 #[cfg(feature = "alloc")]
-pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(jobs: impl Iterator<Item = Job<'a>>) {
-    for j in jobs {
+pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(mut jobs: impl Iterator<Item = Job<'a>>) {
+    let fetch = |job: Option<Job<'a>>| {
+        if let Some(j) = &job {
+            for (data, lanes) in [
+                (j.p.as_ptr(), j.p.len()),
+                (j.g.as_ptr(), j.g.len()),
+                (j.m.as_ptr(), j.m.len()),
+                (j.v.as_ptr(), j.v.len()),
+            ] {
+                prefetch(data, lanes.min(PREFETCH_LANES));
+            }
+        }
+        job
+    };
+    let (mut current, mut next) = (fetch(jobs.next()), fetch(jobs.next()));
+    while let Some(j) = current {
+        let after = fetch(jobs.next());
         // SAFETY: guaranteed by the caller.
         unsafe { step_generic::<V>(j.p, j.g, j.m, j.v, j.k) }
+        (current, next) = (next, after);
     }
+}
+
+/// The lanes at the start of each buffer of a job that
+/// [`step_each_generic`] prefetches: all of a small buffer; the hardware
+/// prefetcher follows a large one once it has seen it begin.
+#[cfg(feature = "alloc")]
+const PREFETCH_LANES: usize = 256;
+
+/// Hints the CPU to fetch the cache lines of `lanes` f32 lanes from `data`
+/// (no effect where the crate has no prefetch instruction). Reads nothing:
+/// the addresses are only computed, with wrapping arithmetic, so any
+/// pointer and length are accepted.
+#[cfg(feature = "alloc")]
+#[inline(always)]
+pub(crate) fn prefetch(data: *const f32, lanes: usize) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        const LINE: usize = 64 / core::mem::size_of::<f32>();
+        let hint = |lane: usize| {
+            // SAFETY: SSE, which `prefetcht0` belongs to, is part of the
+            // x86-64 baseline, so every x86-64 CPU runs it; a prefetch
+            // accesses no memory and accepts any address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.wrapping_add(lane).cast()) }
+        };
+        for lane in (0..lanes).step_by(LINE) {
+            hint(lane);
+        }
+        // The last lane's line, which the stride misses when `data` is
+        // not line-aligned.
+        if lanes > 0 {
+            hint(lanes - 1);
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = (data, lanes);
 }
 
 /// The number of lanes passing the caution mask (`u·g > 0`), reading the
