@@ -5,10 +5,18 @@
 //!
 //! `cargo bench --bench sparse`: criterion medians for the sparse step (in
 //! the global rayon pool, on one thread, and with the rows pre-sorted and
-//! unique so nothing needs coalescing) and the dense step, then a paired
-//! measurement (sparse and dense calls alternating) that prints the ratio
-//! and the bytes moved per touched lane. `ADOPT_PAIRS` sets the pairs
-//! (default 15).
+//! unique so nothing needs coalescing), its scattered roofline and the
+//! dense step, then a paired measurement (the three alternating) that prints
+//! the ratios and the bytes moved per touched lane. `ADOPT_PAIRS` sets the
+//! rounds (default 15).
+//!
+//! The **scattered roofline** moves the bytes a sparse step must move (for
+//! each distinct touched row: read p, g, m, v and write p, m, v, and its
+//! step count) with trivial arithmetic, in the same order, split over the
+//! same pool, prefetching rows ahead as the step does. It is what this
+//! machine's memory system allows for the access pattern, so
+//! `dense step / scattered roofline` bounds the ratio any sparse kernel can
+//! reach here with this layout.
 
 use adopt::{Hyper, SparseState, State, adopt_step, adopt_step_rows};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -39,6 +47,18 @@ struct Table {
     sorted: Vec<Vec<u32>>,
     grads: Vec<f32>,
     next: usize,
+    /// The scattered roofline's own table, moments and step counts, the
+    /// same size as the step's, and each batch's distinct rows in order of
+    /// first appearance (what the step's coalescing leaves).
+    roof: Roof,
+    distinct: Vec<Vec<u32>>,
+}
+
+struct Roof {
+    p: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    steps: Vec<u64>,
 }
 
 impl Table {
@@ -57,6 +77,16 @@ impl Table {
             .map(|_| {
                 (0..LOOKUPS)
                     .map(|_| (splitmix(&mut seed) % ROWS as u64) as u32)
+                    .collect()
+            })
+            .collect();
+        let distinct = batches
+            .iter()
+            .map(|b| {
+                let mut seen = vec![false; ROWS];
+                b.iter()
+                    .copied()
+                    .filter(|&r| !std::mem::replace(&mut seen[r as usize], true))
                     .collect()
             })
             .collect();
@@ -80,6 +110,59 @@ impl Table {
                 .map(|i| (i as f32 * 0.53).sin() * 0.01)
                 .collect(),
             next: 0,
+            roof: Roof {
+                p: (0..n).map(|i| (i as f32 * 0.37).sin() * 0.1).collect(),
+                m: m(),
+                v: v(),
+                steps: vec![1; ROWS],
+            },
+            distinct,
+        }
+    }
+
+    /// The scattered roofline (see the module documentation) for the next
+    /// batch's distinct rows.
+    fn roofline(&mut self) {
+        let b = self.next % BATCHES;
+        self.next += 1;
+        let rows = &self.distinct[b][..];
+        let grads = &self.grads[..rows.len() * DIM];
+        let roof = &mut self.roof;
+        let ptrs = RoofPtrs {
+            p: roof.p.as_mut_ptr(),
+            m: roof.m.as_mut_ptr(),
+            v: roof.v.as_mut_ptr(),
+            steps: roof.steps.as_mut_ptr(),
+        };
+        let run = |(rows, grads): (&[u32], &[f32])| {
+            for (i, &row) in rows.iter().enumerate() {
+                if let Some(&ahead) = rows.get(i + PREFETCH_AHEAD) {
+                    ptrs.prefetch(ahead as usize);
+                }
+                let g = &grads[i * DIM..][..DIM];
+                // SAFETY: rows are distinct and below ROWS; each chunk is
+                // stepped by one thread.
+                let (p, m, v, step) = unsafe { ptrs.row(row as usize) };
+                for l in 0..DIM {
+                    m[l] = m[l] * 0.9 + g[l] * 0.1;
+                    v[l] = v[l] * 0.999 + g[l] * g[l];
+                    p[l] -= 1e-3 * m[l];
+                }
+                *step += 1;
+            }
+        };
+        // The step's split: a few chunks per thread, each of at least 16K
+        // lanes, when the touched lanes reach the parallel threshold.
+        let lanes = rows.len() * DIM;
+        let threads = rayon::current_num_threads();
+        if lanes >= adopt::PARALLEL_THRESHOLD && threads > 1 {
+            use rayon::prelude::*;
+            let chunk = lanes.div_ceil(4 * threads).max(1 << 14).div_ceil(DIM);
+            rows.par_chunks(chunk)
+                .zip(grads.par_chunks(chunk * DIM))
+                .for_each(run);
+        } else {
+            run((rows, grads));
         }
     }
 
@@ -110,6 +193,56 @@ impl Table {
             &Hyper::default(),
         )
         .unwrap();
+    }
+}
+
+/// Rows ahead the roofline prefetches, as the step does.
+const PREFETCH_AHEAD: usize = 4;
+
+#[derive(Clone, Copy)]
+struct RoofPtrs {
+    p: *mut f32,
+    m: *mut f32,
+    v: *mut f32,
+    steps: *mut u64,
+}
+
+// SAFETY: each thread dereferences only rows no other thread has.
+unsafe impl Sync for RoofPtrs {}
+unsafe impl Send for RoofPtrs {}
+
+impl RoofPtrs {
+    fn prefetch(&self, row: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            for base in [self.p, self.m, self.v] {
+                let at = base.wrapping_add(row * DIM);
+                for lane in (0..DIM).step_by(16).chain([DIM - 1]) {
+                    // SAFETY: a prefetch accesses no memory.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(lane).cast()) };
+                }
+            }
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(self.steps.wrapping_add(row).cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = row;
+    }
+
+    /// # Safety
+    /// `row < ROWS`, and no other reference to the row exists.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, row: usize) -> (&mut [f32], &mut [f32], &mut [f32], &mut u64) {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.p.add(row * DIM), DIM),
+                std::slice::from_raw_parts_mut(self.m.add(row * DIM), DIM),
+                std::slice::from_raw_parts_mut(self.v.add(row * DIM), DIM),
+                &mut *self.steps.add(row),
+            )
+        }
     }
 }
 
@@ -150,6 +283,9 @@ fn main() {
         BenchmarkId::from_parameter("rows_1pct_sorted_unique"),
         |b| b.iter(|| t.sparse_step(true)),
     );
+    group.bench_function(BenchmarkId::from_parameter("scattered_roofline"), |b| {
+        b.iter(|| t.roofline())
+    });
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(4));
     group.throughput(Throughput::Elements((ROWS * DIM) as u64));
@@ -159,36 +295,48 @@ fn main() {
     group.finish();
     c.final_summary();
 
-    // Paired: one sparse step, one dense step, alternating.
-    let pairs: usize = std::env::var("ADOPT_PAIRS")
+    // Paired: one sparse step, one scattered roofline and one dense step,
+    // alternating, so host noise hits all three alike.
+    let rounds: usize = std::env::var("ADOPT_PAIRS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let (mut sparse, mut dense, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..pairs {
-        let s = Instant::now();
-        t.sparse_step(false);
-        let s = s.elapsed().as_secs_f64();
-        let d = Instant::now();
-        t.dense_step();
-        let d = d.elapsed().as_secs_f64();
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let (mut sparse, mut roof, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dense_sparse, mut dense_roof, mut sparse_roof) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let s = time(&mut || t.sparse_step(false));
+        let r = time(&mut || t.roofline());
+        let d = time(&mut || t.dense_step());
         sparse.push(s);
+        roof.push(r);
         dense.push(d);
-        ratios.push(d / s);
+        dense_sparse.push(d / s);
+        dense_roof.push(d / r);
+        sparse_roof.push(s / r);
     }
-    let (s, d) = (median(sparse), median(dense));
+    let (s, r, d) = (median(sparse), median(roof), median(dense));
+    println!(
+        "paired medians over {rounds} rounds: sparse {:.3} ms, scattered roofline {:.3} ms, dense {:.3} ms",
+        s * 1e3,
+        r * 1e3,
+        d * 1e3
+    );
+    println!(
+        "medians of the per-round ratios: dense/sparse {:.1}x, dense/roofline {:.1}x (the ceiling), sparse/roofline {:.2}",
+        median(dense_sparse),
+        median(dense_roof),
+        median(sparse_roof)
+    );
     let touched = LOOKUPS * DIM;
     // Per touched lane: read p, g, m, v and write p, m, v (7 × 4 bytes);
     // per touched row: its step count read and written (16 bytes) and its
     // index read (4 bytes).
     let bytes_per_lane = 28.0 + 20.0 / DIM as f64;
-    println!(
-        "paired medians over {pairs} pairs: sparse {:.3} ms, dense {:.3} ms, dense/sparse {:.1}x (median of ratios {:.1}x)",
-        s * 1e3,
-        d * 1e3,
-        d / s,
-        median(ratios)
-    );
     println!(
         "sparse: {bytes_per_lane:.2} bytes per touched lane, {:.1} GB/s; dense: 28 bytes per lane, {:.1} GB/s",
         touched as f64 * bytes_per_lane / s / 1e9,
