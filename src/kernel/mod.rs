@@ -323,45 +323,21 @@ pub(crate) struct Job<'a> {
 /// [`step_generic`] over every job, in one function compiled for `V`: many
 /// small buffers then pay no per-buffer dispatch.
 ///
-/// Each job's buffers are four fresh streams the hardware prefetcher has
-/// not seen, so the job two ahead is prefetched ([`prefetch`]) while this
-/// one computes: for 10,000 buffers of 100 lanes on one thread, 1.64× the
-/// time of one 1M-lane buffer without it, 1.49× with it (one job ahead:
-/// 1.51×; see BENCHMARKS.md).
+/// No software prefetch: fetching the job two ahead made 10,000 buffers of
+/// 100 lanes 5% faster when each step found them evicted, but 25% slower
+/// when they were in cache (see BENCHMARKS.md).
 ///
 /// # Safety
 ///
 /// As [`step_generic`]; every job's slices have equal lengths.
 #[inline(always)]
 #[cfg(feature = "alloc")]
-pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(mut jobs: impl Iterator<Item = Job<'a>>) {
-    let fetch = |job: Option<Job<'a>>| {
-        if let Some(j) = &job {
-            for (data, lanes) in [
-                (j.p.as_ptr(), j.p.len()),
-                (j.g.as_ptr(), j.g.len()),
-                (j.m.as_ptr(), j.m.len()),
-                (j.v.as_ptr(), j.v.len()),
-            ] {
-                prefetch(data, lanes.min(PREFETCH_LANES));
-            }
-        }
-        job
-    };
-    let (mut current, mut next) = (fetch(jobs.next()), fetch(jobs.next()));
-    while let Some(j) = current {
-        let after = fetch(jobs.next());
+pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(jobs: impl Iterator<Item = Job<'a>>) {
+    for j in jobs {
         // SAFETY: guaranteed by the caller.
         unsafe { step_generic::<V>(j.p, j.g, j.m, j.v, j.k) }
-        (current, next) = (next, after);
     }
 }
-
-/// The lanes at the start of each buffer of a job that
-/// [`step_each_generic`] prefetches: all of a small buffer; the hardware
-/// prefetcher follows a large one once it has seen it begin.
-#[cfg(feature = "alloc")]
-const PREFETCH_LANES: usize = 256;
 
 /// Hints the CPU to fetch the cache lines of `lanes` f32 lanes from `data`
 /// (no effect where the crate has no prefetch instruction). Reads nothing:
