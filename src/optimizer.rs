@@ -8,6 +8,7 @@ use crate::kernel::{Job, Kernel};
 use crate::state::State;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// A parameter buffer registered with an [`Adopt`]; stable for the
 /// optimizer's life and across checkpoints (ids are dense, in registration
@@ -75,15 +76,67 @@ pub struct Item<'a> {
 pub struct Adopt {
     pub(crate) groups: Vec<Hyper>,
     pub(crate) params: Vec<Param>,
-    /// Per-parameter stamp of the last `step` call that saw it (duplicate
-    /// detection without allocating).
-    seen: Vec<u64>,
-    calls: u64,
+    /// Duplicate detection without allocating.
+    stamps: Stamps,
     /// Per-step scratch, kept to avoid allocating in steady state: one
     /// [`Work`] per item of the current step.
     work: Vec<Work>,
     /// Per-step scratch: the distinct constants of the current step.
     constants: Vec<StepConstants>,
+    /// Per-step scratch: the constants found by the second half of a
+    /// parallel validation, before they join `constants`.
+    #[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+    right_constants: Vec<StepConstants>,
+}
+
+/// A stamp per parameter: the last validation pass that saw it. Atomic
+/// (loads and stores only: plain moves on common CPUs) so the two halves of
+/// a parallel validation can stamp at once without a data race.
+#[derive(Debug, Default)]
+struct Stamps {
+    marks: Vec<AtomicU32>,
+    /// The last stamp handed out.
+    last: u32,
+}
+
+impl Clone for Stamps {
+    fn clone(&self) -> Self {
+        Stamps {
+            marks: self
+                .marks
+                .iter()
+                .map(|m| AtomicU32::new(m.load(Relaxed)))
+                .collect(),
+            last: self.last,
+        }
+    }
+}
+
+impl Stamps {
+    /// A stamp no parameter carries yet. When the counter would wrap, every
+    /// mark is cleared first, so a stale mark never matches.
+    fn fresh(&mut self) -> u32 {
+        if self.last == u32::MAX {
+            for mark in &mut self.marks {
+                *mark.get_mut() = 0;
+            }
+            self.last = 0;
+        }
+        self.last += 1;
+        self.last
+    }
+
+    /// Marks parameter `index` with `stamp`; returns whether it carried that
+    /// stamp already.
+    #[inline(always)]
+    fn mark(&self, index: usize, stamp: u32) -> bool {
+        let mark = &self.marks[index];
+        if mark.load(Relaxed) == stamp {
+            return true;
+        }
+        mark.store(stamp, Relaxed);
+        false
+    }
 }
 
 /// What one item of a step needs once validation has passed.
@@ -105,7 +158,7 @@ impl Work {
 }
 
 /// What a validated step has to do beyond the kernel calls.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Plan {
     /// Lanes to step, summed over the items with gradients.
     lanes: usize,
@@ -133,9 +186,9 @@ impl ParamsPtr {
     }
 }
 
-// SAFETY: a `ParamsPtr` is only dereferenced at indices that `validate`
-// proved distinct (duplicate ids are refused), so no two threads touch the
-// same `Param`, and `Param` itself is `Send`.
+// SAFETY: a `ParamsPtr` is only dereferenced at indices that `validate` (or
+// `validate_halves`) proved distinct (duplicate ids are refused), so no two
+// threads touch the same `Param`, and `Param` itself is `Send`.
 unsafe impl Send for ParamsPtr {}
 // SAFETY: as above: shared access only hands out disjoint elements.
 unsafe impl Sync for ParamsPtr {}
@@ -168,7 +221,7 @@ impl Adopt {
             group,
             state: None,
         });
-        self.seen.push(0);
+        self.stamps.marks.push(AtomicU32::new(0));
         Ok(ParamId(self.params.len() as u32 - 1))
     }
 
@@ -291,11 +344,14 @@ impl Adopt {
         Ok(())
     }
 
-    /// [`validate`](Self::validate), while (for a step over many items, which
-    /// will likely run in parallel) a no-op task wakes the rayon pool: a
-    /// sleeping worker takes tens of microseconds to wake on a virtual
-    /// machine, which is then overlapped with validation instead of delaying
-    /// the parallel section. `rayon::join` allocates nothing.
+    /// [`validate`](Self::validate), on many items in parallel: on a step
+    /// of at least [`PARALLEL_VALIDATION_ITEMS`] items, two halves are
+    /// checked at once on the rayon pool (which also wakes the pool for the
+    /// step); from [`WAKE_POOL_ITEMS`] a no-op task wakes the pool while
+    /// this thread validates: a sleeping worker takes tens of microseconds
+    /// to wake on a virtual machine, which is then overlapped with
+    /// validation instead of delaying the parallel section. `rayon::join`
+    /// allocates nothing.
     fn validate_waking_pool(
         &mut self,
         items: &[Item<'_>],
@@ -303,99 +359,109 @@ impl Adopt {
     ) -> Result<Plan, Error> {
         #[cfg(feature = "rayon")]
         if items.len() >= WAKE_POOL_ITEMS && rayon::current_num_threads() > 1 {
+            if items.len() >= PARALLEL_VALIDATION_ITEMS {
+                return self.validate_halves(items, scaling);
+            }
             return rayon::join(|| self.validate(items, scaling), || ()).0;
         }
         self.validate(items, scaling)
     }
 
     /// Checks every item and fills the step's scratch (`work`, `constants`);
-    /// returns what the step has to do.
+    /// returns what the step has to do. Writes nothing but the scratch and
+    /// the duplicate stamps.
     fn validate(&mut self, items: &[Item<'_>], scaling: Scaling) -> Result<Plan, Error> {
         scaling.validate()?;
-        self.calls += 1;
-        self.work.clear();
+        let stamp = self.stamps.fresh();
         self.constants.clear();
-        let mut plan = Plan {
-            lanes: 0,
-            new_states: false,
-            cautious: false,
-        };
-        // Items of one group at one step count share constants: derive them
-        // once (the clip schedule's `pow` is the costly part).
-        let mut last: Option<(GroupId, u64)> = None;
-        for item in items {
-            let index = self.param_index(item.id)?;
-            if self.seen[index] == self.calls {
-                return Err(Error::DuplicateParam(item.id));
-            }
-            self.seen[index] = self.calls;
-            let p = &self.params[index];
-            if item.params.len() != p.lanes {
-                return Err(Error::LengthMismatch {
-                    buffer: Buffer::Params,
-                    expected: p.lanes,
-                    got: item.params.len(),
-                });
-            }
-            let Some(grads) = item.grads else {
-                self.work.push(Work {
-                    index: index as u32,
-                    constants: Work::SKIP,
-                    start: plan.lanes,
-                });
-                continue;
-            };
-            if grads.len() != p.lanes {
-                return Err(Error::LengthMismatch {
-                    buffer: Buffer::Grads,
-                    expected: p.lanes,
-                    got: grads.len(),
-                });
-            }
-            let step = match &p.state {
-                Some(state) => state.step(),
-                None => {
-                    plan.new_states = true;
-                    0
-                }
-            };
-            if last != Some((p.group, step)) {
-                if step == u64::MAX {
-                    return Err(Error::StepOverflow);
-                }
-                let hyper = &self.groups[p.group.0 as usize];
-                plan.cautious |= hyper.cautious;
-                let mut k = hyper.constants(step)?;
-                k.inv_scale = scaling.inv_scale;
-                self.constants.push(k);
-                last = Some((p.group, step));
-            }
-            self.work.push(Work {
-                index: index as u32,
-                constants: self.constants.len() as u32 - 1,
-                start: plan.lanes,
-            });
-            plan.lanes += p.lanes;
-        }
+        self.work.resize(items.len(), Work::default());
+        let (plan, _) = check(
+            &self.params,
+            &self.groups,
+            &self.stamps,
+            stamp,
+            items,
+            &mut self.work,
+            &mut self.constants,
+            scaling,
+        )?;
         Ok(plan)
     }
 
-    /// Runs the kernel over the validated items, in parallel when large,
-    /// and advances their step counts.
+    /// [`validate`](Self::validate) with the two halves of the items checked
+    /// at once on the rayon pool, with the same result (the same error, for
+    /// the same first invalid item).
+    ///
+    /// Each half stamps its parameters with its own stamp, which finds
+    /// duplicates within the half. A parameter in both halves would be
+    /// missed, but it cannot be there when the halves' index ranges are
+    /// disjoint (items listed in registration order, the usual case);
+    /// otherwise a serial pass with a fresh stamp looks for duplicates over
+    /// all items. If either half fails, the serial validation runs again to
+    /// report the error the first invalid item gets.
+    #[cfg(feature = "rayon")]
+    fn validate_halves(&mut self, items: &[Item<'_>], scaling: Scaling) -> Result<Plan, Error> {
+        scaling.validate()?;
+        let (left_stamp, right_stamp) = (self.stamps.fresh(), self.stamps.fresh());
+        self.constants.clear();
+        self.right_constants.clear();
+        self.work.resize(items.len(), Work::default());
+        let mid = items.len() / 2;
+        let (left_items, right_items) = items.split_at(mid);
+        let (left_work, right_work) = self.work.split_at_mut(mid);
+        let (params, groups, stamps) = (&self.params[..], &self.groups[..], &self.stamps);
+        let (constants, right_constants) = (&mut self.constants, &mut self.right_constants);
+        let (left, right) = rayon::join(
+            || {
+                check(
+                    params, groups, stamps, left_stamp, left_items, left_work, constants, scaling,
+                )
+            },
+            || {
+                check(
+                    params,
+                    groups,
+                    stamps,
+                    right_stamp,
+                    right_items,
+                    right_work,
+                    right_constants,
+                    scaling,
+                )
+            },
+        );
+        let (Ok((left, left_range)), Ok((right, right_range))) = (left, right) else {
+            return self.validate(items, scaling);
+        };
+        if left_range.0 <= right_range.1 && right_range.0 <= left_range.1 {
+            let stamp = self.stamps.fresh();
+            for item in items {
+                if self.stamps.mark(item.id.0 as usize, stamp) {
+                    return Err(Error::DuplicateParam(item.id));
+                }
+            }
+        }
+        // The right half's constants follow the left's, and its lanes too.
+        let offset = self.constants.len() as u32;
+        for w in &mut self.work[mid..] {
+            if w.constants != Work::SKIP {
+                w.constants += offset;
+            }
+            w.start += left.lanes;
+        }
+        self.constants.extend_from_slice(&self.right_constants);
+        Ok(Plan {
+            lanes: left.lanes + right.lanes,
+            new_states: left.new_states || right.new_states,
+            cautious: left.cautious || right.cautious,
+        })
+    }
+
+    /// Runs the kernel over the validated items, in parallel when large;
+    /// each job advances its parameter's step count.
     fn run(&mut self, kernel: Kernel, items: &mut [Item<'_>], lanes: usize) {
         #[cfg(feature = "rayon")]
         if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
-            // The step counts advance here, on the thread that validated,
-            // so pool threads only read the parameters' records (which
-            // validation reads on this thread every step): 58-60 against
-            // 61-64 µs for 2,000 buffers of 100 lanes on two threads.
-            for w in &self.work {
-                if w.constants != Work::SKIP
-                    && let Some(state) = &mut self.params[w.index as usize].state
-                {
-                    *state.view_mut().step += 1;
-                }
-            }
             let params = ParamsPtr(self.params.as_mut_ptr());
             let constants = &self.constants[..];
             let threads = rayon::current_num_threads();
@@ -413,7 +479,7 @@ impl Adopt {
         // Serial: one call into the kernel for all items, so small buffers
         // pay no per-buffer dispatch.
         // SAFETY: see `jobs`.
-        kernel.run_each(unsafe { jobs(params, constants, items, &self.work, true) });
+        kernel.run_each(unsafe { jobs(params, constants, items, &self.work) });
     }
 }
 
@@ -482,32 +548,16 @@ unsafe fn split(
             continue;
         }
         // SAFETY (both calls): guaranteed by the caller, for sub-slices.
-        let small = unsafe {
-            jobs(
-                params,
-                constants,
-                &mut items[begin..i],
-                &work[begin..i],
-                false,
-            )
-        };
+        let small = unsafe { jobs(params, constants, &mut items[begin..i], &work[begin..i]) };
         kernel.run_each(small);
-        let big = unsafe { jobs(params, constants, &mut items[i..=i], &work[i..=i], false) };
+        let big = unsafe { jobs(params, constants, &mut items[i..=i], &work[i..=i]) };
         for job in big {
             crate::parallel::run(kernel, job.p, job.g, job.m, job.v, job.k);
         }
         begin = i + 1;
     }
     // SAFETY: as above.
-    let rest = unsafe {
-        jobs(
-            params,
-            constants,
-            &mut items[begin..],
-            &work[begin..],
-            false,
-        )
-    };
+    let rest = unsafe { jobs(params, constants, &mut items[begin..], &work[begin..]) };
     kernel.run_each(rest);
 }
 
@@ -515,21 +565,107 @@ unsafe fn split(
 #[cfg(feature = "rayon")]
 const WAKE_POOL_ITEMS: usize = 256;
 
-/// The kernel jobs of validated items (those with gradients); with
-/// `advance`, each advances its parameter's step count as it is produced.
+/// Items in a step from which its two halves are validated at once.
+#[cfg(feature = "rayon")]
+const PARALLEL_VALIDATION_ITEMS: usize = 4096;
+
+/// Checks `items` against the parameters' records: item `i`'s [`Work`]
+/// goes to `work[i]` (lane starts counted from this call's first item,
+/// constants indices into `constants`, to which each distinct group and
+/// step count's constants are pushed), and each parameter is stamped with
+/// `stamp`, refusing one that already carries it. Returns what the items
+/// need and the least and greatest parameter index they name (`usize::MAX`
+/// and 0 for no items), or the first invalid item's error.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    params: &[Param],
+    groups: &[Hyper],
+    stamps: &Stamps,
+    stamp: u32,
+    items: &[Item<'_>],
+    work: &mut [Work],
+    constants: &mut Vec<StepConstants>,
+    scaling: Scaling,
+) -> Result<(Plan, (usize, usize)), Error> {
+    let mut plan = Plan::default();
+    let (mut least, mut greatest) = (usize::MAX, 0);
+    // Items of one group at one step count share constants: derive them
+    // once (the clip schedule's `pow` is the costly part).
+    let mut last: Option<(GroupId, u64)> = None;
+    for (item, w) in items.iter().zip(work) {
+        let index = item.id.0 as usize;
+        let Some(p) = params.get(index) else {
+            return Err(Error::UnknownParam(item.id));
+        };
+        if stamps.mark(index, stamp) {
+            return Err(Error::DuplicateParam(item.id));
+        }
+        (least, greatest) = (least.min(index), greatest.max(index));
+        if item.params.len() != p.lanes {
+            return Err(Error::LengthMismatch {
+                buffer: Buffer::Params,
+                expected: p.lanes,
+                got: item.params.len(),
+            });
+        }
+        let Some(grads) = item.grads else {
+            *w = Work {
+                index: index as u32,
+                constants: Work::SKIP,
+                start: plan.lanes,
+            };
+            continue;
+        };
+        if grads.len() != p.lanes {
+            return Err(Error::LengthMismatch {
+                buffer: Buffer::Grads,
+                expected: p.lanes,
+                got: grads.len(),
+            });
+        }
+        let step = match &p.state {
+            Some(state) => state.step(),
+            None => {
+                plan.new_states = true;
+                0
+            }
+        };
+        if last != Some((p.group, step)) {
+            if step == u64::MAX {
+                return Err(Error::StepOverflow);
+            }
+            let hyper = &groups[p.group.0 as usize];
+            plan.cautious |= hyper.cautious;
+            let mut k = hyper.constants(step)?;
+            k.inv_scale = scaling.inv_scale;
+            constants.push(k);
+            last = Some((p.group, step));
+        }
+        *w = Work {
+            index: index as u32,
+            constants: constants.len() as u32 - 1,
+            start: plan.lanes,
+        };
+        plan.lanes += p.lanes;
+    }
+    Ok((plan, (least, greatest)))
+}
+
+/// The kernel jobs of validated items (those with gradients); each advances
+/// its parameter's step count as it is produced.
 ///
 /// # Safety
 ///
-/// `work` is `validate`'s for these `items` (so every index is in bounds of
-/// `params` and distinct from every other item's: repeated ids are refused,
-/// and every stepped item has state); no other reference to these
-/// parameters exists while the jobs live.
+/// `work` is `validate`'s (or `validate_halves`') for these `items` (so
+/// every index is in bounds of `params` and distinct from every other
+/// item's: repeated ids are refused, across halves too, and every stepped
+/// item has state); no other reference to these parameters exists while the
+/// jobs live.
 unsafe fn jobs<'a>(
     params: ParamsPtr,
     constants: &'a [StepConstants],
     items: &'a mut [Item<'_>],
     work: &'a [Work],
-    advance: bool,
 ) -> impl Iterator<Item = Job<'a>> {
     items.iter_mut().zip(work).filter_map(move |(item, w)| {
         if w.constants == Work::SKIP {
@@ -544,9 +680,7 @@ unsafe fn jobs<'a>(
             .as_mut()
             .expect("state created before the kernel runs")
             .view_mut();
-        if advance {
-            *s.step += 1;
-        }
+        *s.step += 1;
         Some(Job {
             p: &mut *item.params,
             g: grads,
