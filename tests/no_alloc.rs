@@ -115,4 +115,48 @@ fn steady_state_steps_do_not_allocate() {
         );
         assert_eq!(opt.state(ids[0]).unwrap().unwrap().step(), 23);
     }
+
+    // Many small buffers on a two-thread pool: validated in two halves at
+    // once (from 4,096 items), in three groups at different step counts.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut opt = Adopt::new();
+    let groups: Vec<_> = [1e-3, 1e-2, 1e-1]
+        .iter()
+        .map(|&lr| opt.add_group(Hyper { lr, ..hyper }).unwrap())
+        .collect();
+    let n = 6_000;
+    let ids: Vec<_> = (0..n)
+        .map(|i| opt.add_param(groups[i % 3], 1 + i % 9, None).unwrap())
+        .collect();
+    let mut data: Vec<Vec<f32>> = (0..n).map(|i| vec![0.5_f32; 1 + i % 9]).collect();
+    let grads: Vec<Vec<f32>> = (0..n).map(|i| vec![0.25_f32; 1 + i % 9]).collect();
+    let mut items: Vec<Item<'_>> = data
+        .iter_mut()
+        .zip(&ids)
+        .zip(&grads)
+        .enumerate()
+        .map(|(i, ((d, &id), g))| Item {
+            id,
+            params: d,
+            grads: (i % 50 != 0).then_some(&g[..]),
+        })
+        .collect();
+    let allocated = pool.install(|| {
+        for _ in 0..3 {
+            opt.step(&mut items).unwrap();
+        }
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            opt.step(&mut items).unwrap();
+        }
+        ALLOCATIONS.load(Ordering::SeqCst) - before
+    });
+    assert_eq!(
+        allocated, 0,
+        "Adopt::step over {n} buffers on two threads allocated {allocated} times"
+    );
+    assert_eq!(opt.state(ids[1]).unwrap().unwrap().step(), 23);
 }
