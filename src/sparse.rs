@@ -459,14 +459,13 @@ unsafe impl Sync for RowPtrs {}
 const PREFETCH_AHEAD: usize = 4;
 
 impl RowPtrs {
-    /// Hints the CPU to fetch row `row` into cache (see
-    /// [`prefetch`](crate::kernel::prefetch)).
+    /// Hints the CPU to fetch row `row` into cache (see [`prefetch`]).
     #[inline(always)]
     fn prefetch(&self, row: usize, dim: usize) {
         for base in [self.params, self.exp_avg, self.exp_avg_sq] {
-            crate::kernel::prefetch(base.wrapping_add(row * dim), dim);
+            prefetch(base.wrapping_add(row * dim), dim);
         }
-        crate::kernel::prefetch(self.steps.wrapping_add(row).cast(), 1);
+        prefetch(self.steps.wrapping_add(row).cast(), 1);
     }
 
     /// Row `row`'s parameters, `m`, `v` (each `dim` lanes) and step count.
@@ -490,6 +489,35 @@ impl RowPtrs {
             )
         }
     }
+}
+
+/// Hints the CPU to fetch the cache lines of `lanes` f32 lanes from `data`
+/// (no effect where the crate has no prefetch instruction). Reads nothing:
+/// the addresses are only computed, with wrapping arithmetic, so any
+/// pointer and length are accepted.
+#[inline(always)]
+fn prefetch(data: *const f32, lanes: usize) {
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
+    {
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        const LINE: usize = 64 / core::mem::size_of::<f32>();
+        let hint = |lane: usize| {
+            // SAFETY: SSE, which `prefetcht0` belongs to, is part of the
+            // x86-64 baseline, so every x86-64 CPU runs it; a prefetch
+            // accesses no memory and accepts any address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.wrapping_add(lane).cast()) }
+        };
+        for lane in (0..lanes).step_by(LINE) {
+            hint(lane);
+        }
+        // The last lane's line, which the stride misses when `data` is
+        // not line-aligned.
+        if lanes > 0 {
+            hint(lanes - 1);
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    let _ = (data, lanes);
 }
 
 /// Steps a validated plan.

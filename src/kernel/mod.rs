@@ -339,36 +339,6 @@ pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(jobs: impl Iterator<Ite
     }
 }
 
-/// Hints the CPU to fetch the cache lines of `lanes` f32 lanes from `data`
-/// (no effect where the crate has no prefetch instruction). Reads nothing:
-/// the addresses are only computed, with wrapping arithmetic, so any
-/// pointer and length are accepted.
-#[cfg(feature = "alloc")]
-#[inline(always)]
-pub(crate) fn prefetch(data: *const f32, lanes: usize) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    {
-        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        const LINE: usize = 64 / core::mem::size_of::<f32>();
-        let hint = |lane: usize| {
-            // SAFETY: SSE, which `prefetcht0` belongs to, is part of the
-            // x86-64 baseline, so every x86-64 CPU runs it; a prefetch
-            // accesses no memory and accepts any address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.wrapping_add(lane).cast()) }
-        };
-        for lane in (0..lanes).step_by(LINE) {
-            hint(lane);
-        }
-        // The last lane's line, which the stride misses when `data` is
-        // not line-aligned.
-        if lanes > 0 {
-            hint(lanes - 1);
-        }
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = (data, lanes);
-}
-
 /// The number of lanes passing the caution mask (`u·g > 0`), reading the
 /// four equal-length slices and writing nothing: the first pass of a
 /// cautious step after the first.
