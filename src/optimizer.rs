@@ -268,12 +268,7 @@ impl Adopt {
     }
 
     fn param_index(&self, id: ParamId) -> Result<usize, Error> {
-        let i = id.0 as usize;
-        if i < self.params.len() {
-            Ok(i)
-        } else {
-            Err(Error::UnknownParam(id))
-        }
+        param_index(&self.params, id).map(|(i, _)| i)
     }
 
     /// One step over every item that has a gradient.
@@ -569,6 +564,13 @@ const WAKE_POOL_ITEMS: usize = 256;
 #[cfg(feature = "rayon")]
 const PARALLEL_VALIDATION_ITEMS: usize = 4096;
 
+/// The index and record of the parameter `id` names, or
+/// [`Error::UnknownParam`].
+fn param_index(params: &[Param], id: ParamId) -> Result<(usize, &Param), Error> {
+    let i = id.0 as usize;
+    params.get(i).map(|p| (i, p)).ok_or(Error::UnknownParam(id))
+}
+
 /// Checks `items` against the parameters' records: item `i`'s [`Work`]
 /// goes to `work[i]` (lane starts counted from this call's first item,
 /// constants indices into `constants`, to which each distinct group and
@@ -593,10 +595,7 @@ fn check(
     // once (the clip schedule's `pow` is the costly part).
     let mut last: Option<(GroupId, u64)> = None;
     for (item, w) in items.iter().zip(work) {
-        let index = item.id.0 as usize;
-        let Some(p) = params.get(index) else {
-            return Err(Error::UnknownParam(item.id));
-        };
+        let (index, p) = param_index(params, item.id)?;
         if stamps.mark(index, stamp) {
             return Err(Error::DuplicateParam(item.id));
         }
