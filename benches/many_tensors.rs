@@ -4,8 +4,10 @@
 //! step alone (the list of items built once) and the step plus building the
 //! list each time.
 //!
-//! Then a paired measurement (the two alternating) prints the median
-//! ratio, which holds up on a noisy host where separate medians drift.
+//! Then 2,000 buffers of a few lanes each (`small_buffers`: the cost of each
+//! buffer's tail), and a paired measurement of the first two (alternating)
+//! that prints the median ratio, which holds up on a noisy host where
+//! separate medians drift.
 //!
 //! `cargo bench --bench many_tensors`
 
@@ -88,6 +90,7 @@ fn bench(c: &mut Criterion) {
         );
     }
     group.finish();
+    small_buffers(c, &pools[0].1);
 
     // Paired: one step of each, alternating, so host noise hits both alike;
     // the median of the per-pair ratios. `ADOPT_PAIRS` sets the pairs.
@@ -118,6 +121,42 @@ fn bench(c: &mut Criterion) {
             median(ratios)
         );
     }
+}
+
+/// 2,000 buffers of a few lanes each (biases, norms' scales) through
+/// `Adopt::step` on one thread: what a buffer's tail (its lanes past the
+/// last whole vector) costs. `ADOPT_SMALL_LANES` (comma-separated) sets the
+/// lengths.
+fn small_buffers(c: &mut Criterion, pool: &rayon::ThreadPool) {
+    const BUFFERS: usize = 2_000;
+    let lengths: Vec<usize> = std::env::var("ADOPT_SMALL_LANES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4, 10, 20, 100]);
+    let mut group = c.benchmark_group("small_buffers");
+    group.sample_size(30);
+    for lanes in lengths {
+        let mut opt = Adopt::new();
+        let g = opt.add_group(Hyper::default()).unwrap();
+        let ids: Vec<ParamId> = (0..BUFFERS)
+            .map(|_| opt.add_param(g, lanes, None).unwrap())
+            .collect();
+        let mut data: Vec<Vec<f32>> = (0..BUFFERS).map(|_| vec![0.5_f32; lanes]).collect();
+        let grads: Vec<Vec<f32>> = (0..BUFFERS)
+            .map(|t| {
+                (0..lanes)
+                    .map(|i| ((t * lanes + i) as f32 * 0.37).sin())
+                    .collect()
+            })
+            .collect();
+        let mut items = items(&mut data, &ids, &grads);
+        opt.step(&mut items).unwrap();
+        group.throughput(Throughput::Elements((BUFFERS * lanes) as u64));
+        group.bench_function(BenchmarkId::new(format!("2000x{lanes}"), "serial"), |b| {
+            pool.install(|| b.iter(|| opt.step(&mut items).unwrap()))
+        });
+    }
+    group.finish();
 }
 
 /// The step's list of items: every tensor with its gradient.

@@ -78,7 +78,7 @@ unsafe impl F32Vector for Neon {
 pub(crate) fn step_neon(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
     // SAFETY: NEON is in the aarch64 baseline (checked by `Kernel::is_available`
     // before this is reachable, and by the module's cfg).
-    unsafe { super::step_generic::<Neon>(p, g, m, v, k) }
+    unsafe { super::step_generic::<Neon, Neon, Neon>(p, g, m, v, k) }
 }
 
 /// The caution count with NEON.
@@ -91,5 +91,5 @@ pub(crate) fn count_neon(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepCon
 #[cfg(feature = "alloc")]
 pub(crate) fn step_each_neon<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
     // SAFETY: NEON is in the aarch64 baseline (see `step_neon`).
-    unsafe { super::step_each_generic::<Neon>(jobs) }
+    unsafe { super::step_each_generic::<Neon, Neon, Neon>(jobs) }
 }

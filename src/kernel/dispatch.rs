@@ -79,11 +79,19 @@ impl Kernel {
             Kernel::Avx512F => {
                 #[cfg(feature = "std")]
                 {
+                    // Its tails use AVX2 + FMA vectors, which every AVX-512
+                    // CPU has; checked all the same.
                     std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx2")
+                        && std::is_x86_feature_detected!("fma")
                 }
                 #[cfg(not(feature = "std"))]
                 {
-                    cfg!(target_feature = "avx512f")
+                    cfg!(all(
+                        target_feature = "avx512f",
+                        target_feature = "avx2",
+                        target_feature = "fma"
+                    ))
                 }
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
@@ -179,7 +187,7 @@ impl Kernel {
             // `is_available` detected avx2 + fma (checked by callers).
             Kernel::Avx2Fma => unsafe { super::x86_64::step_avx2(p, g, m, v, k) },
             #[cfg(all(target_arch = "x86_64", not(miri)))]
-            // SAFETY: as above, for avx512f.
+            // SAFETY: as above, for avx512f, avx2 and fma.
             Kernel::Avx512F => unsafe { super::x86_64::step_avx512(p, g, m, v, k) },
             #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
             Kernel::Neon => super::aarch64::step_neon(p, g, m, v, k),
@@ -200,7 +208,7 @@ impl Kernel {
             // SAFETY: as in `run`; job lengths are checked by their callers.
             Kernel::Avx2Fma => unsafe { super::x86_64::step_each_avx2(jobs) },
             #[cfg(all(target_arch = "x86_64", not(miri)))]
-            // SAFETY: as above, for avx512f.
+            // SAFETY: as above, for avx512f, avx2 and fma.
             Kernel::Avx512F => unsafe { super::x86_64::step_each_avx512(jobs) },
             #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(miri)))]
             Kernel::Neon => super::aarch64::step_each_neon(jobs),

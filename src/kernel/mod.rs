@@ -243,55 +243,74 @@ unsafe fn initialise<V: F32Vector, const PARTIAL: bool>(
 
 type VectorFn<V> = unsafe fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &StepConstants, &Splat<V>);
 
-/// Runs `whole` over whole vectors, then `tail` once over the remaining
-/// lanes, loaded into a vector with the other lanes zero, so the tail goes
-/// through exactly the arithmetic of the body.
+/// Runs `whole` over the whole vectors of the slices (the lanes past the
+/// last whole vector are left alone).
 #[inline(always)]
-unsafe fn for_each_vector<V: F32Vector>(
+unsafe fn whole_vectors<V: F32Vector>(
     p: &mut [f32],
     g: &[f32],
     m: &mut [f32],
     v: &mut [f32],
     k: &StepConstants,
     whole: VectorFn<V>,
-    tail: VectorFn<V>,
 ) {
     // SAFETY: see the note above.
     let s = unsafe { Splat::<V>::new(k) };
-    let lanes = V::LANES;
     let chunks = p
-        .chunks_exact_mut(lanes)
-        .zip(g.chunks_exact(lanes))
-        .zip(m.chunks_exact_mut(lanes))
-        .zip(v.chunks_exact_mut(lanes));
+        .chunks_exact_mut(V::LANES)
+        .zip(g.chunks_exact(V::LANES))
+        .zip(m.chunks_exact_mut(V::LANES))
+        .zip(v.chunks_exact_mut(V::LANES));
     for (((pc, gc), mc), vc) in chunks {
         // SAFETY: see the note above.
         unsafe { whole(pc, gc, mc, vc, k, &s) };
     }
-    let body = p.len() - p.len() % lanes;
-    if body < p.len() {
-        // SAFETY: see the note above; every tail slice has < LANES lanes.
-        unsafe {
-            tail(
-                &mut p[body..],
-                &g[body..],
-                &mut m[body..],
-                &mut v[body..],
-                k,
-                &s,
-            )
-        };
+}
+
+/// One vector of lanes (`PARTIAL`: fewer), of the first step or a later one
+/// as `k.step` says.
+#[inline(always)]
+unsafe fn vector<V: F32Vector, const PARTIAL: bool>(
+    p: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &StepConstants,
+) {
+    // SAFETY: see the note above.
+    unsafe {
+        let s = Splat::<V>::new(k);
+        if k.step == 0 {
+            initialise::<V, PARTIAL>(p, grad, m, v, k, &s);
+        } else {
+            update::<V, PARTIAL>(p, grad, m, v, k, &s);
+        }
     }
 }
 
 /// The generic step: every kernel is this function instantiated for one
-/// vector type. The four slices have equal lengths (checked by the caller).
+/// vector type `V`, with narrower vectors `H` and `Q` of the same
+/// instruction set for the tail (ISAs without narrower vectors pass `V`
+/// for both). The lanes past the last whole `V` go through one vector, the
+/// narrowest of `Q`, `H` and `V` that holds them: whole if they fill it,
+/// else partial, with the other lanes zero. Every lane goes through the
+/// same arithmetic whichever vector holds it.
+///
+/// The narrow tail is for speed: a tail's cost is its vector's square root
+/// and divide, and on this project's AMD host a masked AVX-512 tail also
+/// slowed the next buffer's start. 2,000 buffers of 4 lanes stepped 28%
+/// faster with a 128-bit tail than with a masked 512-bit one, of 20 lanes
+/// 36% faster, of 100 lanes 4% (see BENCHMARKS.md). Two narrow vectors in
+/// place of one masked wide one (10 lanes as 8 + 2) were slower.
+///
+/// The four slices have equal lengths (checked by the caller).
 ///
 /// # Safety
 ///
-/// The CPU must support the instruction set of `V` (see [`F32Vector`]).
+/// The CPU must support the instruction sets of `V`, `H` and `Q` (see
+/// [`F32Vector`]).
 #[inline(always)]
-pub(crate) unsafe fn step_generic<V: F32Vector>(
+pub(crate) unsafe fn step_generic<V: F32Vector, H: F32Vector, Q: F32Vector>(
     p: &mut [f32],
     g: &[f32],
     m: &mut [f32],
@@ -299,12 +318,34 @@ pub(crate) unsafe fn step_generic<V: F32Vector>(
     k: &StepConstants,
 ) {
     debug_assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
-    // SAFETY: the caller guarantees `V`'s instruction set.
+    let lanes = p.len();
+    // SAFETY: the caller guarantees the instruction sets.
     unsafe {
+        // Two loops, each calling its function directly: through a pointer
+        // it would be compiled without the caller's instruction sets.
         if k.step == 0 {
-            for_each_vector::<V>(p, g, m, v, k, initialise::<V, false>, initialise::<V, true>);
+            whole_vectors::<V>(p, g, m, v, k, initialise::<V, false>);
         } else {
-            for_each_vector::<V>(p, g, m, v, k, update::<V, false>, update::<V, true>);
+            whole_vectors::<V>(p, g, m, v, k, update::<V, false>);
+        }
+        let at = lanes - lanes % V::LANES;
+        let rest = lanes - at;
+        let (p, g, m, v) = (&mut p[at..], &g[at..], &mut m[at..], &mut v[at..]);
+        if rest == 0 {
+        } else if Q::LANES < V::LANES && rest <= Q::LANES {
+            if rest == Q::LANES {
+                vector::<Q, false>(p, g, m, v, k);
+            } else {
+                vector::<Q, true>(p, g, m, v, k);
+            }
+        } else if H::LANES < V::LANES && rest <= H::LANES {
+            if rest == H::LANES {
+                vector::<H, false>(p, g, m, v, k);
+            } else {
+                vector::<H, true>(p, g, m, v, k);
+            }
+        } else {
+            vector::<V, true>(p, g, m, v, k);
         }
     }
 }
@@ -332,10 +373,12 @@ pub(crate) struct Job<'a> {
 /// As [`step_generic`]; every job's slices have equal lengths.
 #[inline(always)]
 #[cfg(feature = "alloc")]
-pub(crate) unsafe fn step_each_generic<'a, V: F32Vector>(jobs: impl Iterator<Item = Job<'a>>) {
+pub(crate) unsafe fn step_each_generic<'a, V: F32Vector, H: F32Vector, Q: F32Vector>(
+    jobs: impl Iterator<Item = Job<'a>>,
+) {
     for j in jobs {
         // SAFETY: guaranteed by the caller.
-        unsafe { step_generic::<V>(j.p, j.g, j.m, j.v, j.k) }
+        unsafe { step_generic::<V, H, Q>(j.p, j.g, j.m, j.v, j.k) }
     }
 }
 

@@ -87,7 +87,7 @@ pub(crate) fn count(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepConstant
 /// The portable step.
 pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
     // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl).
-    unsafe { super::step_generic::<f32x8>(p, g, m, v, k) }
+    unsafe { super::step_generic::<f32x8, f32x8, f32x8>(p, g, m, v, k) }
 }
 
 /// Every job's portable step.
@@ -95,5 +95,5 @@ pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &S
 pub(crate) fn step_each<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
     // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl);
     // job lengths are the caller's contract, checked by the slices' bounds.
-    unsafe { super::step_each_generic::<f32x8>(jobs) }
+    unsafe { super::step_each_generic::<f32x8, f32x8, f32x8>(jobs) }
 }
