@@ -129,8 +129,8 @@ impl Writer {
 /// Reads little-endian fields, failing with `Truncated` past the end.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], Error> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if n > self.0.len() {
             return Err(err(CheckpointError::Truncated));
         }
@@ -154,12 +154,9 @@ impl Reader<'_> {
     fn f64(&mut self) -> Result<f64, Error> {
         Ok(f64::from_bits(self.u64()?))
     }
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>, Error> {
-        let bytes = self.take(n.checked_mul(4).ok_or(err(CheckpointError::Truncated))?)?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect())
+    /// The bytes of `n` f32s.
+    fn f32_bytes(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        self.take(n.checked_mul(4).ok_or(err(CheckpointError::Truncated))?)
     }
 }
 
@@ -263,7 +260,16 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
     Ok(hyper)
 }
 
-fn read_param(r: &mut Reader<'_>, version: u32, groups: usize) -> Result<Param, Error> {
+/// A saved state's step count and the bytes of its two moments, decoded
+/// once every parameter has been read (see [`decode`]).
+type SavedState<'a> = (u64, &'a [u8], &'a [u8]);
+
+/// One parameter's record, its state (if any) still undecoded.
+fn read_param<'a>(
+    r: &mut Reader<'a>,
+    version: u32,
+    groups: usize,
+) -> Result<(Param, Option<SavedState<'a>>), Error> {
     let group = r.u32()?;
     if group as usize >= groups {
         return Err(err(CheckpointError::Malformed(
@@ -289,9 +295,9 @@ fn read_param(r: &mut Reader<'_>, version: u32, groups: usize) -> Result<Param, 
         0 => None,
         1 => {
             let step = r.u64()?;
-            let exp_avg = r.f32s(lanes)?;
-            let exp_avg_sq = r.f32s(lanes)?;
-            Some(State::from_parts(exp_avg, exp_avg_sq, step))
+            let exp_avg = r.f32_bytes(lanes)?;
+            let exp_avg_sq = r.f32_bytes(lanes)?;
+            Some((step, exp_avg, exp_avg_sq))
         }
         _ => {
             return Err(err(CheckpointError::Malformed(
@@ -299,12 +305,21 @@ fn read_param(r: &mut Reader<'_>, version: u32, groups: usize) -> Result<Param, 
             )));
         }
     };
-    Ok(Param {
+    let param = Param {
         name,
         lanes,
         group: GroupId(group),
-        state,
-    })
+        state: None,
+    };
+    Ok((param, state))
+}
+
+/// Little-endian f32s.
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect()
 }
 
 /// Decodes a checkpoint of any supported version into groups and params.
@@ -344,13 +359,30 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Hyper>, Vec<Param>), Error> {
     }
     let param_count = r.u32()? as usize;
     let mut params = Vec::new();
-    for _ in 0..param_count {
-        params.push(read_param(&mut r, version, groups.len())?);
+    let mut saved = Vec::new();
+    for index in 0..param_count {
+        let (param, state) = read_param(&mut r, version, groups.len())?;
+        params.push(param);
+        if let Some(state) = state {
+            saved.push((index, state));
+        }
     }
     if !r.0.is_empty() {
         return Err(err(CheckpointError::Malformed(
             "payload longer than its fields",
         )));
+    }
+    // The states last, all first moments before the second ones, laid out
+    // as a step creates them (`State::many`).
+    let states = State::many(
+        saved.len(),
+        |i| f32s(saved[i].1.1),
+        |i| f32s(saved[i].1.2),
+        |i| saved[i].1.0,
+    );
+    let states: Vec<State> = states.collect();
+    for (&(index, _), state) in saved.iter().zip(states) {
+        params[index].state = Some(state);
     }
     Ok((groups, params))
 }

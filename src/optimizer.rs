@@ -298,15 +298,7 @@ impl Adopt {
         // The passes below touch every item again, so they run only when
         // some item needs them.
         if new_states {
-            for w in &self.work {
-                if w.constants == Work::SKIP {
-                    continue;
-                }
-                let p = &mut self.params[w.index as usize];
-                if p.state.is_none() {
-                    p.state = Some(State::new(p.lanes));
-                }
-            }
+            self.create_states();
         }
         let kernel = Kernel::active();
         // Cautious groups: each tensor's own mask count (a read-only pass),
@@ -337,6 +329,30 @@ impl Adopt {
         }
         self.run(kernel, items, lanes);
         Ok(())
+    }
+
+    /// Creates the state of every parameter of the validated step that has
+    /// a gradient and no state yet, all first moments before the second
+    /// ones ([`State::many`]).
+    fn create_states(&mut self) {
+        let new: Vec<usize> = self
+            .work
+            .iter()
+            .filter(|w| w.constants != Work::SKIP)
+            .map(|w| w.index as usize)
+            .filter(|&i| self.params[i].state.is_none())
+            .collect();
+        let lanes = |i: usize| self.params[new[i]].lanes;
+        let states = State::many(
+            new.len(),
+            |i| alloc::vec![0.0; lanes(i)],
+            |i| alloc::vec![0.0; lanes(i)],
+            |_| 0,
+        );
+        let states: Vec<State> = states.collect();
+        for (&i, state) in new.iter().zip(states) {
+            self.params[i].state = Some(state);
+        }
     }
 
     /// [`validate`](Self::validate), on many items in parallel: on a step

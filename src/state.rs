@@ -44,6 +44,36 @@ impl State {
         }
     }
 
+    /// `count` states, every first moment allocated before any second
+    /// moment: `exp_avg(i)` and `exp_avg_sq(i)` build state `i`'s moments,
+    /// `step(i)` its step count.
+    ///
+    /// Allocated one after another, the first moments of many small states
+    /// usually lie in order in memory, and so do the second moments, so a
+    /// step over all of them reads two sequential streams the hardware
+    /// prefetcher follows, where states allocated one at a time interleave
+    /// the two: on this project's test machine, 10,000 buffers of 100
+    /// lanes step about 20% faster this way (see BENCHMARKS.md). Only the
+    /// layout differs, never the values.
+    pub(crate) fn many(
+        count: usize,
+        exp_avg: impl FnMut(usize) -> Vec<f32>,
+        exp_avg_sq: impl FnMut(usize) -> Vec<f32>,
+        mut step: impl FnMut(usize) -> u64,
+    ) -> impl Iterator<Item = State> {
+        let firsts: Vec<Vec<f32>> = (0..count).map(exp_avg).collect();
+        let seconds: Vec<Vec<f32>> = (0..count).map(exp_avg_sq).collect();
+        firsts
+            .into_iter()
+            .zip(seconds)
+            .enumerate()
+            .map(move |(i, (exp_avg, exp_avg_sq))| State {
+                exp_avg,
+                exp_avg_sq,
+                step: step(i),
+            })
+    }
+
     /// A state from saved parts (for example a checkpoint).
     ///
     /// The lengths are checked against the parameters at the next step.
