@@ -295,18 +295,42 @@ unsafe impl F32Vector for Avx512 {
         unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
     }
     #[inline(always)]
+    // A partial vector moves as 256-bit halves (see `Avx2`), not by masked
+    // loads and stores: a masked store's address range is the whole 64
+    // bytes, and a load of the next buffer that overlaps it (buffers laid
+    // out back to back, as `State::many` lays out moments) waits for the
+    // store to complete: 2,000 buffers of 10 lanes stepped 56 µs a step
+    // with masked tails against 33 µs (see BENCHMARKS.md).
     unsafe fn load_partial(src: &[f32]) -> Self {
         assert!(src.len() < 16);
-        let mask: __mmask16 = (1 << src.len()) - 1;
-        // SAFETY: masked-off lanes are neither read nor faulted on.
-        Avx512(unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr()) })
+        // SAFETY: AVX-512F, and AVX2 which it implies, by the trait's
+        // contract; each half reads its lanes of `src` only.
+        unsafe {
+            Avx512(if src.len() >= 8 {
+                let (lo, hi) = src.split_at(8);
+                let hi = _mm256_castps_pd(Avx2::load_partial(hi).0);
+                let lo = _mm512_castps256_ps512(Avx2::load(lo).0);
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
+            } else {
+                _mm512_zextps256_ps512(Avx2::load_partial(src).0)
+            })
+        }
     }
     #[inline(always)]
     unsafe fn store_partial(self, dst: &mut [f32]) {
         assert!(dst.len() < 16);
-        let mask: __mmask16 = (1 << dst.len()) - 1;
-        // SAFETY: only the `dst.len()` unmasked lanes are written.
-        unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, self.0) }
+        // SAFETY: as above, writing `dst`'s lanes only.
+        unsafe {
+            let lo = Avx2(_mm512_castps512_ps256(self.0));
+            if dst.len() >= 8 {
+                let (dst_lo, dst_hi) = dst.split_at_mut(8);
+                lo.store(dst_lo);
+                let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0));
+                Avx2(_mm256_castpd_ps(hi)).store_partial(dst_hi);
+            } else {
+                lo.store_partial(dst);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn splat(x: f32) -> Self {
