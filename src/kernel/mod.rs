@@ -37,7 +37,8 @@ pub(crate) unsafe trait F32Vector: Copy {
     /// Stores into `dst[..LANES]`; panics if `dst` is shorter.
     unsafe fn store(self, dst: &mut [f32]);
     /// Loads the `src.len() < LANES` lanes of a tail into the first lanes,
-    /// zero in the others. ISAs with masked loads override this copy.
+    /// zero in the others. ISAs override this copy where they can do
+    /// better.
     #[inline(always)]
     unsafe fn load_partial(src: &[f32]) -> Self {
         let mut buf = [0.0_f32; MAX_LANES];
@@ -297,11 +298,10 @@ unsafe fn vector<V: F32Vector, const PARTIAL: bool>(
 /// same arithmetic whichever vector holds it.
 ///
 /// The narrow tail is for speed: a tail's cost is its vector's square root
-/// and divide, and on this project's AMD host a masked AVX-512 tail also
-/// slowed the next buffer's start. 2,000 buffers of 4 lanes stepped 28%
-/// faster with a 128-bit tail than with a masked 512-bit one, of 20 lanes
-/// 36% faster, of 100 lanes 4% (see BENCHMARKS.md). Two narrow vectors in
-/// place of one masked wide one (10 lanes as 8 + 2) were slower.
+/// and divide. Against a masked 512-bit tail, a 128-bit one cut the step of
+/// 2,000 buffers of 4 lanes by 28%, of 20 lanes by 36% and of 100 lanes by
+/// 4% (see BENCHMARKS.md). Two narrow vectors in place of one wider partial
+/// one (10 lanes as 8 + 2) were slower.
 ///
 /// The four slices have equal lengths (checked by the caller).
 ///
@@ -330,9 +330,11 @@ pub(crate) unsafe fn step_generic<V: F32Vector, H: F32Vector, Q: F32Vector>(
         }
         let at = lanes - lanes % V::LANES;
         let rest = lanes - at;
-        let (p, g, m, v) = (&mut p[at..], &g[at..], &mut m[at..], &mut v[at..]);
         if rest == 0 {
-        } else if Q::LANES < V::LANES && rest <= Q::LANES {
+            return;
+        }
+        let (p, g, m, v) = (&mut p[at..], &g[at..], &mut m[at..], &mut v[at..]);
+        if Q::LANES < V::LANES && rest <= Q::LANES {
             if rest == Q::LANES {
                 vector::<Q, false>(p, g, m, v, k);
             } else {
