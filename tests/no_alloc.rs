@@ -2,6 +2,8 @@
 //! rayon pool, in the reference, and `Adopt::step` over many buffers.
 //! Counted with a global allocator.
 
+mod common;
+
 use adopt::{Adopt, Hyper, Item, State, adopt_step};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,17 +135,7 @@ fn steady_state_steps_do_not_allocate() {
         .collect();
     let mut data: Vec<Vec<f32>> = (0..n).map(|i| vec![0.5_f32; 1 + i % 9]).collect();
     let grads: Vec<Vec<f32>> = (0..n).map(|i| vec![0.25_f32; 1 + i % 9]).collect();
-    let mut items: Vec<Item<'_>> = data
-        .iter_mut()
-        .zip(&ids)
-        .zip(&grads)
-        .enumerate()
-        .map(|(i, ((d, &id), g))| Item {
-            id,
-            params: d,
-            grads: (i % 50 != 0).then_some(&g[..]),
-        })
-        .collect();
+    let mut items = common::items(&mut data, &ids, &grads, |i| i % 50 != 0);
     let allocated = pool.install(|| {
         for _ in 0..3 {
             opt.step(&mut items).unwrap();

@@ -152,17 +152,7 @@ fn parallel_step_over_many_buffers_matches_serial() {
             .collect();
         pool.install(|| {
             for _ in 0..3 {
-                let mut items: Vec<Item<'_>> = data
-                    .iter_mut()
-                    .zip(&ids)
-                    .zip(&grads)
-                    .enumerate()
-                    .map(|(i, ((d, &id), g))| Item {
-                        id,
-                        params: d,
-                        grads: (i % 5 != 4).then_some(&g[..]),
-                    })
-                    .collect();
+                let mut items = common::items(&mut data, &ids, &grads, |i| i % 5 != 4);
                 opt.step(&mut items).unwrap();
             }
         });

@@ -163,3 +163,23 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
         },
     )
 }
+
+/// An `Adopt::step` list of items: buffer `i` of `data` as parameter
+/// `ids[i]`, with `grads[i]` where `has_grad(i)` and no gradient elsewhere.
+pub fn items<'a>(
+    data: &'a mut [Vec<f32>],
+    ids: &[adopt::ParamId],
+    grads: &'a [Vec<f32>],
+    has_grad: impl Fn(usize) -> bool,
+) -> Vec<adopt::Item<'a>> {
+    data.iter_mut()
+        .zip(ids)
+        .zip(grads)
+        .enumerate()
+        .map(|(i, ((d, &id), g))| adopt::Item {
+            id,
+            params: d,
+            grads: has_grad(i).then_some(&g[..]),
+        })
+        .collect()
+}
