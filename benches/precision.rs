@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench precision --features half`
 
-use adopt::precision::{Lane, Rounding, adopt_step_half, adopt_step_master};
+use adopt::precision::{Lane, Rounding, SecondMoment, adopt_step_half, adopt_step_master};
 use adopt::{Hyper, StateView};
 use criterion::measurement::WallTime;
 use criterion::{
@@ -14,7 +14,7 @@ use half::{bf16, f16};
 /// `adopt_step_half` on one layout (params `P`, grads `G`, state `S`),
 /// starting from `values`; `name` carries the bytes per lane (reads +
 /// writes).
-fn layout<P: Lane, G: Lane, S: Lane>(
+fn layout<P: Lane, G: Lane, S: SecondMoment>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     name: &str,
     values: &[f32],

@@ -62,6 +62,23 @@
 #define ADOPT_ROUNDING_STOCHASTIC 1
 
 /**
+ * `AdoptHyper::caution`: no cautious masking (the default).
+ */
+#define ADOPT_CAUTION_OFF 0
+
+/**
+ * `AdoptHyper::caution`: timm's `caution` (mask `u·g > 0`, scale
+ * `1/max(mean, 1e-3)`).
+ */
+#define ADOPT_CAUTION_TIMM 1
+
+/**
+ * `AdoptHyper::caution`: pytorch-optimizer's `cautious` (mask `u·ĝ > 0`
+ * with the normalised gradient, scale `numel/(sum + 1)`).
+ */
+#define ADOPT_CAUTION_PYTORCH_OPTIMIZER 2
+
+/**
  * What a C ABI call returned: `ADOPT_STATUS_OK` or the kind of error.
  *
  * Each kind of `adopt::Error` has its own code; the C ABI adds codes for its
@@ -92,7 +109,8 @@ typedef enum AdoptStatus {
    */
   ADOPT_STATUS_INVALID_HYPER = 4,
   /**
-   * The clip threshold at this step is negative or NaN (`Error::InvalidClip`).
+   * The clip threshold at this step is negative, NaN or beyond the
+   * largest f32 (`Error::InvalidClip`).
    */
   ADOPT_STATUS_INVALID_CLIP = 5,
   /**
@@ -137,6 +155,23 @@ typedef enum AdoptStatus {
    * optimizer object may have been partly updated; free the object.
    */
   ADOPT_STATUS_PANIC = 15,
+  /**
+   * A hyperparameter, or a constant derived from them (such as
+   * `lr·weight_decay`), is finite but beyond the largest f32
+   * (`Error::HyperOverflow`).
+   */
+  ADOPT_STATUS_HYPER_OVERFLOW = 16,
+  /**
+   * `ADOPT_DECAY_CORRECTED` with `max_lr` = 0 (the group's initial
+   * learning rate) in a single step, which has no group
+   * (`Error::MaxLrUnset`).
+   */
+  ADOPT_STATUS_MAX_LR_UNSET = 17,
+  /**
+   * The `ADOPT_KERNEL` environment variable names no kernel
+   * (`Error::UnknownKernel`).
+   */
+  ADOPT_STATUS_UNKNOWN_KERNEL = 18,
 } AdoptStatus;
 
 /**
@@ -153,8 +188,22 @@ typedef struct AdoptOptimizer AdoptOptimizer;
 /**
  * The hyperparameters of a step (`adopt::Hyper` in C form). Start from
  * `adopt_hyper_default` and change the fields you need.
+ *
+ * `size` is the struct's size as the caller's header declares it, set by
+ * `adopt_hyper_default`: fields added in later versions go at the end, and
+ * the library reads only the fields the caller's struct has. A `size` the
+ * library does not know is refused with `ADOPT_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct AdoptHyper {
+  /**
+   * `sizeof(AdoptHyper)`; set by `adopt_hyper_default`.
+   */
+  uint32_t size;
+  /**
+   * The clip schedule: `ADOPT_CLIP_NONE`, `ADOPT_CLIP_CONSTANT` or
+   * `ADOPT_CLIP_POWER` (the default).
+   */
+  uint32_t clip;
   /**
    * Learning rate; a finite number >= 0. Default `1e-3`.
    */
@@ -179,6 +228,8 @@ typedef struct AdoptHyper {
   /**
    * The constant threshold (`ADOPT_CLIP_CONSTANT`) or the factor
    * (`ADOPT_CLIP_POWER`); unused for `ADOPT_CLIP_NONE`. Default `1.0`.
+   * A custom schedule: evaluate it yourself and set an
+   * `ADOPT_CLIP_CONSTANT` threshold before each step.
    */
   double clip_scale;
   /**
@@ -187,17 +238,20 @@ typedef struct AdoptHyper {
   double clip_exponent;
   /**
    * The schedule's peak learning rate (`ADOPT_DECAY_CORRECTED` only); a
-   * finite number > 0. Default `0` (unused).
+   * finite number > 0, or `0` (the default) for the group's initial
+   * learning rate (as timm takes it; a single step, which has no group,
+   * refuses it).
    */
   double max_lr;
   /**
-   * The clip schedule: `ADOPT_CLIP_NONE`, `ADOPT_CLIP_CONSTANT` or
-   * `ADOPT_CLIP_POWER` (the default).
+   * Added to the step count the clip schedule is evaluated at: 0 (the
+   * default) as the reference and timm, 1 as pytorch-optimizer.
    */
-  uint32_t clip;
+  uint64_t clip_offset;
   /**
    * How decoupled decay is scaled: `ADOPT_DECAY_LR` (the default),
-   * `ADOPT_DECAY_FIXED` or `ADOPT_DECAY_CORRECTED`.
+   * `ADOPT_DECAY_FIXED` or `ADOPT_DECAY_CORRECTED`; must be
+   * `ADOPT_DECAY_LR` for L2 decay.
    */
   uint32_t decay_scaling;
   /**
@@ -213,9 +267,15 @@ typedef struct AdoptHyper {
    */
   uint32_t nesterov;
   /**
-   * 1: cautious masking (timm). Default 0.
+   * Cautious masking: `ADOPT_CAUTION_OFF` (the default),
+   * `ADOPT_CAUTION_TIMM` or `ADOPT_CAUTION_PYTORCH_OPTIMIZER`.
    */
-  uint32_t cautious;
+  uint32_t caution;
+  /**
+   * 1: decoupled decay on the first step too (pytorch-optimizer's
+   * `weight_decouple`); needs `decouple` = 1. Default 0.
+   */
+  uint32_t first_step_decay;
 } AdoptHyper;
 
 /**
@@ -497,12 +557,17 @@ enum AdoptStatus adopt_optimizer_save(const struct AdoptOptimizer *opt,
 
 /**
  * Loads a checkpoint of `len` bytes (from `adopt_optimizer_save`, or the
- * Rust `Adopt::save`, any supported version) into the optimizer, replacing
- * its groups, parameters and state.
+ * Rust `Adopt::save`, any supported version) into the optimizer: every
+ * group's hyperparameters and every parameter's state.
  *
- * If parameters are registered, the checkpoint must hold as many, with the
- * same lanes (`ADOPT_STATUS_CHECKPOINT` otherwise). On any error the
- * optimizer is unchanged.
+ * An optimizer with no groups and no parameters takes the checkpoint's
+ * layout. Otherwise the checkpoint must have the optimizer's layout, by
+ * position: as many groups and parameters, each parameter in the same
+ * group with the same lanes, and the same name wherever both name it
+ * (`ADOPT_STATUS_CHECKPOINT` otherwise, the message saying which).
+ * `adopt_optimizer_load_by_name` matches parameters by name instead; to
+ * take the checkpoint's layout, load it into a new optimizer. On any error
+ * the optimizer is unchanged.
  *
  * # Safety
  *
@@ -510,6 +575,20 @@ enum AdoptStatus adopt_optimizer_save(const struct AdoptOptimizer *opt,
  * is null or points to `len` readable bytes.
  */
 enum AdoptStatus adopt_optimizer_load(struct AdoptOptimizer *opt, const uint8_t *buf, size_t len);
+
+/**
+ * `adopt_optimizer_load` with parameters matched by name: each named
+ * parameter receives the state saved under its name, wherever it was
+ * (models whose parameters were registered in another order); unnamed ones
+ * load by position. On any error the optimizer is unchanged.
+ *
+ * # Safety
+ *
+ * As `adopt_optimizer_load`.
+ */
+enum AdoptStatus adopt_optimizer_load_by_name(struct AdoptOptimizer *opt,
+                                              const uint8_t *buf,
+                                              size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -53,7 +53,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use crate::error::Error;
-use crate::hyper::{Clip, DecayScaling, Hyper, Scaling};
+use crate::hyper::{Caution, Clip, DecayScaling, Hyper, Scaling, WeightDecay};
 use crate::optimizer::{Adopt, GroupId, Item, ParamId};
 use crate::precision::{self, Rounding};
 use crate::state::StateView;
@@ -85,7 +85,8 @@ pub enum AdoptStatus {
     LengthMismatch = 3,
     /// A hyperparameter is out of range (`Error::InvalidHyper`).
     InvalidHyper = 4,
-    /// The clip threshold at this step is negative or NaN (`Error::InvalidClip`).
+    /// The clip threshold at this step is negative, NaN or beyond the
+    /// largest f32 (`Error::InvalidClip`).
     InvalidClip = 5,
     /// The step count cannot advance (`Error::StepOverflow`).
     StepOverflow = 6,
@@ -109,6 +110,17 @@ pub enum AdoptStatus {
     /// A panic inside the library (a bug) was caught. The buffers and the
     /// optimizer object may have been partly updated; free the object.
     Panic = 15,
+    /// A hyperparameter, or a constant derived from them (such as
+    /// `lr·weight_decay`), is finite but beyond the largest f32
+    /// (`Error::HyperOverflow`).
+    HyperOverflow = 16,
+    /// `ADOPT_DECAY_CORRECTED` with `max_lr` = 0 (the group's initial
+    /// learning rate) in a single step, which has no group
+    /// (`Error::MaxLrUnset`).
+    MaxLrUnset = 17,
+    /// The `ADOPT_KERNEL` environment variable names no kernel
+    /// (`Error::UnknownKernel`).
+    UnknownKernel = 18,
 }
 
 impl AdoptStatus {
@@ -120,6 +132,9 @@ impl AdoptStatus {
         match error {
             Error::LengthMismatch { .. } => AdoptStatus::LengthMismatch,
             Error::InvalidHyper { .. } => AdoptStatus::InvalidHyper,
+            Error::HyperOverflow { .. } => AdoptStatus::HyperOverflow,
+            Error::MaxLrUnset => AdoptStatus::MaxLrUnset,
+            Error::UnknownKernel { .. } => AdoptStatus::UnknownKernel,
             Error::InvalidClip { .. } => AdoptStatus::InvalidClip,
             Error::StepOverflow => AdoptStatus::StepOverflow,
             Error::KernelUnavailable(_) => AdoptStatus::KernelUnavailable,
@@ -155,11 +170,30 @@ pub const ADOPT_ROUNDING_NEAREST_EVEN: u32 = 0;
 /// from a counter-based generator seeded by `seed` (reproducible).
 pub const ADOPT_ROUNDING_STOCHASTIC: u32 = 1;
 
+/// `AdoptHyper::caution`: no cautious masking (the default).
+pub const ADOPT_CAUTION_OFF: u32 = 0;
+/// `AdoptHyper::caution`: timm's `caution` (mask `u·g > 0`, scale
+/// `1/max(mean, 1e-3)`).
+pub const ADOPT_CAUTION_TIMM: u32 = 1;
+/// `AdoptHyper::caution`: pytorch-optimizer's `cautious` (mask `u·ĝ > 0`
+/// with the normalised gradient, scale `numel/(sum + 1)`).
+pub const ADOPT_CAUTION_PYTORCH_OPTIMIZER: u32 = 2;
+
 /// The hyperparameters of a step (`adopt::Hyper` in C form). Start from
 /// `adopt_hyper_default` and change the fields you need.
+///
+/// `size` is the struct's size as the caller's header declares it, set by
+/// `adopt_hyper_default`: fields added in later versions go at the end, and
+/// the library reads only the fields the caller's struct has. A `size` the
+/// library does not know is refused with `ADOPT_STATUS_INVALID_ARGUMENT`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdoptHyper {
+    /// `sizeof(AdoptHyper)`; set by `adopt_hyper_default`.
+    pub size: u32,
+    /// The clip schedule: `ADOPT_CLIP_NONE`, `ADOPT_CLIP_CONSTANT` or
+    /// `ADOPT_CLIP_POWER` (the default).
+    pub clip: u32,
     /// Learning rate; a finite number >= 0. Default `1e-3`.
     pub lr: f64,
     /// β1, in `[0, 1)`. Default `0.9`.
@@ -173,17 +207,22 @@ pub struct AdoptHyper {
     pub weight_decay: f64,
     /// The constant threshold (`ADOPT_CLIP_CONSTANT`) or the factor
     /// (`ADOPT_CLIP_POWER`); unused for `ADOPT_CLIP_NONE`. Default `1.0`.
+    /// A custom schedule: evaluate it yourself and set an
+    /// `ADOPT_CLIP_CONSTANT` threshold before each step.
     pub clip_scale: f64,
     /// The power of `t` (`ADOPT_CLIP_POWER` only). Default `0.25`.
     pub clip_exponent: f64,
     /// The schedule's peak learning rate (`ADOPT_DECAY_CORRECTED` only); a
-    /// finite number > 0. Default `0` (unused).
+    /// finite number > 0, or `0` (the default) for the group's initial
+    /// learning rate (as timm takes it; a single step, which has no group,
+    /// refuses it).
     pub max_lr: f64,
-    /// The clip schedule: `ADOPT_CLIP_NONE`, `ADOPT_CLIP_CONSTANT` or
-    /// `ADOPT_CLIP_POWER` (the default).
-    pub clip: u32,
+    /// Added to the step count the clip schedule is evaluated at: 0 (the
+    /// default) as the reference and timm, 1 as pytorch-optimizer.
+    pub clip_offset: u64,
     /// How decoupled decay is scaled: `ADOPT_DECAY_LR` (the default),
-    /// `ADOPT_DECAY_FIXED` or `ADOPT_DECAY_CORRECTED`.
+    /// `ADOPT_DECAY_FIXED` or `ADOPT_DECAY_CORRECTED`; must be
+    /// `ADOPT_DECAY_LR` for L2 decay.
     pub decay_scaling: u32,
     /// 1: decoupled (AdamW-style) decay; 0 (default): L2 decay.
     pub decouple: u32,
@@ -191,40 +230,79 @@ pub struct AdoptHyper {
     pub maximize: u32,
     /// 1: Nesterov momentum (optax). Default 0.
     pub nesterov: u32,
-    /// 1: cautious masking (timm). Default 0.
-    pub cautious: u32,
+    /// Cautious masking: `ADOPT_CAUTION_OFF` (the default),
+    /// `ADOPT_CAUTION_TIMM` or `ADOPT_CAUTION_PYTORCH_OPTIMIZER`.
+    pub caution: u32,
+    /// 1: decoupled decay on the first step too (pytorch-optimizer's
+    /// `weight_decouple`); needs `decouple` = 1. Default 0.
+    pub first_step_decay: u32,
 }
 
-impl From<&Hyper> for AdoptHyper {
-    /// The C form; a `Clip::Custom` schedule (a function) becomes
-    /// `ADOPT_CLIP_NONE`, so check for it first where it matters.
-    fn from(h: &Hyper) -> AdoptHyper {
+/// A [`Hyper`] with a [`Clip::Custom`] schedule (a Rust function) has no C
+/// form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CustomClipError;
+
+impl core::fmt::Display for CustomClipError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("a custom clip schedule (a Rust function) has no C form")
+    }
+}
+
+impl core::error::Error for CustomClipError {}
+
+impl TryFrom<&Hyper> for AdoptHyper {
+    type Error = CustomClipError;
+
+    /// The C form, or [`CustomClipError`] for a [`Clip::Custom`] schedule.
+    fn try_from(h: &Hyper) -> Result<AdoptHyper, CustomClipError> {
         let (clip, clip_scale, clip_exponent) = match h.clip {
-            Clip::None | Clip::Custom(_) => (ADOPT_CLIP_NONE, 1.0, 0.25),
+            Clip::None => (ADOPT_CLIP_NONE, 1.0, 0.25),
+            Clip::Custom(_) => return Err(CustomClipError),
             Clip::Constant(c) => (ADOPT_CLIP_CONSTANT, c, 0.25),
             Clip::Power { scale, exponent } => (ADOPT_CLIP_POWER, scale, exponent),
         };
-        let (decay_scaling, max_lr) = match h.decay_scaling {
-            DecayScaling::Lr => (ADOPT_DECAY_LR, 0.0),
-            DecayScaling::Fixed => (ADOPT_DECAY_FIXED, 0.0),
-            DecayScaling::Corrected { max_lr } => (ADOPT_DECAY_CORRECTED, max_lr),
+        let (weight_decay, decouple, decay_scaling, max_lr, first_step) = match h.weight_decay {
+            WeightDecay::None => (0.0, false, ADOPT_DECAY_LR, 0.0, false),
+            WeightDecay::L2(wd) => (wd, false, ADOPT_DECAY_LR, 0.0, false),
+            WeightDecay::Decoupled {
+                weight_decay,
+                scaling,
+                first_step,
+            } => {
+                let (scaling, max_lr) = match scaling {
+                    DecayScaling::Lr => (ADOPT_DECAY_LR, 0.0),
+                    DecayScaling::Fixed => (ADOPT_DECAY_FIXED, 0.0),
+                    DecayScaling::Corrected { max_lr } => {
+                        (ADOPT_DECAY_CORRECTED, max_lr.unwrap_or(0.0))
+                    }
+                };
+                (weight_decay, true, scaling, max_lr, first_step)
+            }
         };
-        AdoptHyper {
+        Ok(AdoptHyper {
+            size: core::mem::size_of::<AdoptHyper>() as u32,
+            clip,
             lr: h.lr,
             beta1: h.betas.0,
             beta2: h.betas.1,
             eps: h.eps,
-            weight_decay: h.weight_decay,
+            weight_decay,
             clip_scale,
             clip_exponent,
             max_lr,
-            clip,
+            clip_offset: h.clip_offset,
             decay_scaling,
-            decouple: h.decouple.into(),
+            decouple: decouple.into(),
             maximize: h.maximize.into(),
             nesterov: h.nesterov.into(),
-            cautious: h.cautious.into(),
-        }
+            caution: match h.caution {
+                Caution::Off => ADOPT_CAUTION_OFF,
+                Caution::Timm => ADOPT_CAUTION_TIMM,
+                Caution::PytorchOptimizer => ADOPT_CAUTION_PYTORCH_OPTIMIZER,
+            },
+            first_step_decay: first_step.into(),
+        })
     }
 }
 
@@ -257,11 +335,11 @@ impl AdoptHyper {
                 )));
             }
         };
-        let decay_scaling = match self.decay_scaling {
+        let scaling = match self.decay_scaling {
             ADOPT_DECAY_LR => DecayScaling::Lr,
             ADOPT_DECAY_FIXED => DecayScaling::Fixed,
             ADOPT_DECAY_CORRECTED => DecayScaling::Corrected {
-                max_lr: self.max_lr,
+                max_lr: (self.max_lr.to_bits() != 0).then_some(self.max_lr),
             },
             other => {
                 return Err(Fail::invalid(format!(
@@ -269,17 +347,42 @@ impl AdoptHyper {
                 )));
             }
         };
+        let decouple = flag("decouple", self.decouple)?;
+        let first_step = flag("first_step_decay", self.first_step_decay)?;
+        if !decouple && (scaling != DecayScaling::Lr || first_step) {
+            return Err(Fail::invalid(
+                "hyper.decay_scaling and hyper.first_step_decay apply to decoupled decay only: set hyper.decouple = 1, or leave them at their defaults".into(),
+            ));
+        }
+        let weight_decay = match (self.weight_decay, decouple) {
+            (0.0, false) => WeightDecay::None,
+            (wd, false) => WeightDecay::L2(wd),
+            (weight_decay, true) => WeightDecay::Decoupled {
+                weight_decay,
+                scaling,
+                first_step,
+            },
+        };
+        let caution = match self.caution {
+            ADOPT_CAUTION_OFF => Caution::Off,
+            ADOPT_CAUTION_TIMM => Caution::Timm,
+            ADOPT_CAUTION_PYTORCH_OPTIMIZER => Caution::PytorchOptimizer,
+            other => {
+                return Err(Fail::invalid(format!(
+                    "hyper.caution is {other}: must be ADOPT_CAUTION_OFF (0), ADOPT_CAUTION_TIMM (1) or ADOPT_CAUTION_PYTORCH_OPTIMIZER (2)"
+                )));
+            }
+        };
         Ok(Hyper {
             lr: self.lr,
             betas: (self.beta1, self.beta2),
             eps: self.eps,
-            weight_decay: self.weight_decay,
-            decouple: flag("decouple", self.decouple)?,
+            weight_decay,
             maximize: flag("maximize", self.maximize)?,
             clip,
-            decay_scaling,
+            clip_offset: self.clip_offset,
             nesterov: flag("nesterov", self.nesterov)?,
-            cautious: flag("cautious", self.cautious)?,
+            caution,
         })
     }
 }
@@ -486,15 +589,24 @@ fn check_disjoint(spans: &mut [Span<'_>]) -> Result<(), Fail> {
 /// A non-null `hyper` points to an `AdoptHyper`.
 unsafe fn read_hyper(hyper: *const AdoptHyper) -> Result<Hyper, Fail> {
     check_one("hyper", hyper)?;
-    // SAFETY: non-null and aligned (check_one), valid (the caller); every
-    // bit pattern of the f64 and u32 fields is a valid value.
+    // SAFETY: non-null and aligned (check_one); the caller's struct starts
+    // with its `size`, a u32 every version has.
+    let size = unsafe { hyper.cast::<u32>().read() };
+    let known = core::mem::size_of::<AdoptHyper>();
+    if size as usize != known {
+        return Err(Fail::invalid(format!(
+            "hyper.size is {size}: this library reads an AdoptHyper of {known} bytes (initialise it with adopt_hyper_default(), and build against this library's adopt.h)"
+        )));
+    }
+    // SAFETY: valid for the whole struct (the caller, and `size`); every
+    // bit pattern of the f64, u64 and u32 fields is a valid value.
     unsafe { hyper.read() }.to_hyper()
 }
 
 /// The hyperparameters the reference implementation uses by default.
 #[unsafe(no_mangle)]
 pub extern "C" fn adopt_hyper_default() -> AdoptHyper {
-    AdoptHyper::from(&Hyper::default())
+    AdoptHyper::try_from(&Hyper::default()).expect("the default clip is a power")
 }
 
 /// The message of the last call on this thread that returned a status: a
@@ -857,9 +969,7 @@ pub unsafe extern "C" fn adopt_optimizer_set_hyper(
     guard(|| {
         // SAFETY: each helper checks its pointer; valid by the contract.
         let (opt, hyper) = unsafe { (optimizer(opt)?, read_hyper(hyper)?) };
-        let slot = opt.hyper_mut(GroupId(group))?;
-        hyper.validate()?;
-        *slot = hyper;
+        opt.set_hyper(GroupId(group), hyper)?;
         Ok(())
     })
 }
@@ -881,14 +991,12 @@ pub unsafe extern "C" fn adopt_optimizer_get_hyper(
         let opt = unsafe { optimizer_ref(opt)? };
         check_one("hyper_out", hyper_out)?;
         let hyper = opt.hyper(GroupId(group))?;
-        if let Clip::Custom(_) = hyper.clip {
-            return Err(Fail {
-                status: AdoptStatus::Other,
-                message: format!("group {group} uses a custom clip schedule, which C cannot hold"),
-            });
-        }
+        let hyper = AdoptHyper::try_from(hyper).map_err(|_| Fail {
+            status: AdoptStatus::Other,
+            message: format!("group {group} uses a custom clip schedule, which C cannot hold"),
+        })?;
         // SAFETY: checked above; valid by the contract.
-        unsafe { write_out(hyper_out, AdoptHyper::from(hyper)) };
+        unsafe { write_out(hyper_out, hyper) };
         Ok(())
     })
 }
@@ -1143,12 +1251,17 @@ pub unsafe extern "C" fn adopt_optimizer_save(
 }
 
 /// Loads a checkpoint of `len` bytes (from `adopt_optimizer_save`, or the
-/// Rust `Adopt::save`, any supported version) into the optimizer, replacing
-/// its groups, parameters and state.
+/// Rust `Adopt::save`, any supported version) into the optimizer: every
+/// group's hyperparameters and every parameter's state.
 ///
-/// If parameters are registered, the checkpoint must hold as many, with the
-/// same lanes (`ADOPT_STATUS_CHECKPOINT` otherwise). On any error the
-/// optimizer is unchanged.
+/// An optimizer with no groups and no parameters takes the checkpoint's
+/// layout. Otherwise the checkpoint must have the optimizer's layout, by
+/// position: as many groups and parameters, each parameter in the same
+/// group with the same lanes, and the same name wherever both name it
+/// (`ADOPT_STATUS_CHECKPOINT` otherwise, the message saying which).
+/// `adopt_optimizer_load_by_name` matches parameters by name instead; to
+/// take the checkpoint's layout, load it into a new optimizer. On any error
+/// the optimizer is unchanged.
 ///
 /// # Safety
 ///
@@ -1160,13 +1273,46 @@ pub unsafe extern "C" fn adopt_optimizer_load(
     buf: *const u8,
     len: usize,
 ) -> AdoptStatus {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { load_with(opt, buf, len, Adopt::load) }
+}
+
+/// `adopt_optimizer_load` with parameters matched by name: each named
+/// parameter receives the state saved under its name, wherever it was
+/// (models whose parameters were registered in another order); unnamed ones
+/// load by position. On any error the optimizer is unchanged.
+///
+/// # Safety
+///
+/// As `adopt_optimizer_load`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn adopt_optimizer_load_by_name(
+    opt: *mut AdoptOptimizer,
+    buf: *const u8,
+    len: usize,
+) -> AdoptStatus {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { load_with(opt, buf, len, Adopt::load_by_name) }
+}
+
+/// The body of the two loads.
+///
+/// # Safety
+///
+/// As `adopt_optimizer_load`.
+unsafe fn load_with(
+    opt: *mut AdoptOptimizer,
+    buf: *const u8,
+    len: usize,
+    load: fn(&mut Adopt, &[u8]) -> Result<(), Error>,
+) -> AdoptStatus {
     guard(|| {
         // SAFETY: optimizer checks the pointer; valid by the contract.
         let opt = unsafe { optimizer(opt)? };
         check_ptr("buf", buf, len)?;
         // SAFETY: checked by check_ptr; valid by the contract.
         let bytes = unsafe { slice(buf, len) };
-        opt.load(bytes)?;
+        load(opt, bytes)?;
         Ok(())
     })
 }

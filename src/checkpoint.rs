@@ -1,27 +1,33 @@
 //! Saving and loading an [`Adopt`]'s whole state.
 //!
-//! # Format (version 2), little-endian throughout
+//! # Format (version 3), little-endian throughout
 //!
 //! ```text
 //! offset  size  field
 //! 0       8     magic  b"ADOPTCK\0"
-//! 8       4     version: u32 (2; version 1 is still read)
+//! 8       4     version: u32 (3; versions 1 and 2 are still read)
 //! 12      8     payload length in bytes: u64
 //! 20      n     payload
 //! 20+n    4     CRC-32 (IEEE, as zlib) of bytes 0 .. 20+n: u32
 //!
-//! payload:
+//! payload (version 3):
 //!   groups: u32, then per group:
-//!     lr, beta1, beta2, eps, weight_decay: f64 × 5
-//!     flags: u8          bit 0 decouple, bit 1 maximize,
-//!                        bit 2 nesterov (v2), bit 3 cautious (v2)
+//!     lr, beta1, beta2, eps, initial_lr: f64 × 5
+//!     flags: u8          bit 0 maximize, bit 1 nesterov
+//!     caution: u8        0 off, 1 timm, 2 pytorch-optimizer
 //!     clip kind: u8      0 none, 1 constant(a), 2 power(a = scale, b = exponent)
 //!     clip a, clip b: f64 × 2 (+0.0 when unused, required)
-//!     decay scaling: u8  0 lr, 1 fixed, 2 corrected(max_lr)        (v2 only)
-//!     max_lr: f64        (+0.0 unless corrected, required)        (v2 only)
+//!     clip offset: u64
+//!     decay kind: u8     0 none, 1 L2, 2 decoupled
+//!     decay coefficient: f64 (+0.0 for none)
+//!     decay scaling: u8  0 lr, 1 fixed, 2 corrected (max_lr), 3 corrected
+//!                        (max_lr unset); 0 unless decoupled
+//!     max_lr: f64        (+0.0 unless scaling 2)
+//!     first-step decay: u8 (0 or 1; 0 unless decoupled)
 //!   params: u32, then per param:
 //!     group: u32, lanes: u64
-//!     name: u32 byte length (u32::MAX for none) + UTF-8 bytes      (v2 only)
+//!     name: u32 byte length (u32::MAX for none) + UTF-8 bytes
+//!     layout: u8         0 dense f32
 //!     has state: u8 (0 or 1); if 1: step u64, exp_avg f32 × lanes,
 //!     exp_avg_sq f32 × lanes
 //! ```
@@ -29,15 +35,32 @@
 //! The encoding is canonical: a checkpoint that loads re-encodes to the same
 //! bytes, so unused fields must hold +0.0 and flags only known bits.
 //!
-//! Version 1 lacks the fields marked v2; loading it fills their defaults
-//! (no names, [`DecayScaling::Lr`], no Nesterov, not cautious), as the reference's
-//! `__setstate__` does for old checkpoints. `tests/data/checkpoint_v1.bin`
-//! is a committed version-1 checkpoint that every build must load.
+//! Versions 1 and 2 (written by earlier releases) are read and filled with
+//! defaults, as the reference's `__setstate__` does for old checkpoints.
+//! Their groups are: `lr, beta1, beta2, eps, weight_decay` (f64 × 5),
+//! flags (bit 0 decouple, bit 1 maximize; v2: bit 2 Nesterov, bit 3 timm's
+//! caution), clip kind and fields as above, and in v2 the decay scaling
+//! (0 lr, 1 fixed, 2 corrected) and `max_lr`; their params have a name in
+//! v2 only, and no layout byte. A coefficient of zero reads as no decay;
+//! the initial learning rate is the group's `lr`.
+//! `tests/data/checkpoint_v1.bin` and `tests/data/checkpoint_v2.bin` are
+//! committed checkpoints that every build must load.
 //!
 //! A group using [`Clip::Custom`] (a function) cannot be saved:
 //! [`Adopt::save`] returns [`CheckpointError::CustomClip`]; a group whose
 //! hyperparameters are invalid gets their [`Error::InvalidHyper`], so every
 //! checkpoint that saves also loads.
+//!
+//! # Loading into an optimizer that has parameters
+//!
+//! [`Adopt::load`] keeps the optimizer's layout and refuses a checkpoint of
+//! another one, as PyTorch's `load_state_dict` does: the same number of
+//! groups, the same number of parameters, each in the same group with the
+//! same lanes, and the same name wherever both sides name it.
+//! [`Adopt::load_by_name`] matches parameters by name instead, for models
+//! whose parameters were registered in another order. To take the
+//! checkpoint's layout instead of the optimizer's, replace the optimizer:
+//! `*opt = Adopt::from_checkpoint(bytes)?`.
 //!
 //! ```
 //! use adopt::{Adopt, Hyper, Item};
@@ -55,16 +78,17 @@
 //! ```
 
 use crate::error::{CheckpointError, Error};
-use crate::hyper::{Clip, DecayScaling, Hyper};
-use crate::optimizer::{Adopt, GroupId, Param};
+use crate::hyper::{Caution, Clip, DecayScaling, Hyper, WeightDecay};
+use crate::optimizer::{Adopt, Group, GroupId, Param};
 use crate::state::State;
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// The first 8 bytes of every checkpoint.
 pub const MAGIC: [u8; 8] = *b"ADOPTCK\0";
 /// The format version [`Adopt::save`] writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 const HEADER: usize = 20;
 
@@ -73,6 +97,7 @@ const HEADER: usize = 20;
 /// ```
 /// assert_eq!(adopt::checkpoint::crc32(b"123456789"), 0xcbf4_3926);
 /// ```
+#[doc(hidden)]
 pub fn crc32(bytes: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {
         let mut table = [0_u32; 256];
@@ -160,17 +185,20 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn write_group(w: &mut Writer, index: usize, h: &Hyper) -> Result<(), Error> {
+fn write_group(w: &mut Writer, index: usize, group: &Group) -> Result<(), Error> {
+    let h = &group.hyper;
     // What is saved must load: hyperparameters made invalid through
     // `hyper_mut` are refused here, not discovered at load time.
-    h.validate()?;
-    for x in [h.lr, h.betas.0, h.betas.1, h.eps, h.weight_decay] {
+    group.resolved().validate()?;
+    for x in [h.lr, h.betas.0, h.betas.1, h.eps, group.initial_lr] {
         w.f64(x);
     }
-    w.u8(h.decouple as u8
-        | (h.maximize as u8) << 1
-        | (h.nesterov as u8) << 2
-        | (h.cautious as u8) << 3);
+    w.u8(h.maximize as u8 | (h.nesterov as u8) << 1);
+    w.u8(match h.caution {
+        Caution::Off => 0,
+        Caution::Timm => 1,
+        Caution::PytorchOptimizer => 2,
+    });
     let (kind, a, b) = match h.clip {
         Clip::None => (0, 0.0, 0.0),
         Clip::Constant(c) => (1, c, 0.0),
@@ -184,37 +212,46 @@ fn write_group(w: &mut Writer, index: usize, h: &Hyper) -> Result<(), Error> {
     w.u8(kind);
     w.f64(a);
     w.f64(b);
-    let (kind, max_lr) = match h.decay_scaling {
-        DecayScaling::Lr => (0, 0.0),
-        DecayScaling::Fixed => (1, 0.0),
-        DecayScaling::Corrected { max_lr } => (2, max_lr),
+    w.u64(h.clip_offset);
+    let (kind, coefficient, scaling, max_lr, first_step) = match h.weight_decay {
+        WeightDecay::None => (0, 0.0, 0, 0.0, false),
+        WeightDecay::L2(wd) => (1, wd, 0, 0.0, false),
+        WeightDecay::Decoupled {
+            weight_decay,
+            scaling,
+            first_step,
+        } => {
+            let (scaling, max_lr) = match scaling {
+                DecayScaling::Lr => (0, 0.0),
+                DecayScaling::Fixed => (1, 0.0),
+                DecayScaling::Corrected { max_lr: Some(m) } => (2, m),
+                DecayScaling::Corrected { max_lr: None } => (3, 0.0),
+            };
+            (2, weight_decay, scaling, max_lr, first_step)
+        }
     };
     w.u8(kind);
+    w.f64(coefficient);
+    w.u8(scaling);
     w.f64(max_lr);
+    w.u8(first_step as u8);
     Ok(())
 }
 
-fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
-    let mut f = [0.0; 5];
-    for x in &mut f {
-        *x = r.f64()?;
+/// Fields a kind does not use are written as +0.0; anything else is not a
+/// checkpoint this crate wrote (and would not re-encode to itself).
+fn unused_is_zero(x: f64, what: &'static str) -> Result<(), Error> {
+    if x.to_bits() == 0 {
+        Ok(())
+    } else {
+        Err(err(CheckpointError::Malformed(what)))
     }
-    let flags = r.u8()?;
-    let known_flags = if version >= 2 { 0b1111 } else { 0b11 };
-    if flags & !known_flags != 0 {
-        return Err(err(CheckpointError::Malformed("unknown group flags")));
-    }
+}
+
+/// The clip kind and its two fields.
+fn read_clip(r: &mut Reader<'_>) -> Result<Clip, Error> {
     let (kind, a, b) = (r.u8()?, r.f64()?, r.f64()?);
-    // Fields a kind does not use are written as +0.0; anything else is not
-    // a checkpoint this crate wrote (and would not re-encode to itself).
-    let unused_is_zero = |x: f64, what| {
-        if x.to_bits() == 0 {
-            Ok(())
-        } else {
-            Err(err(CheckpointError::Malformed(what)))
-        }
-    };
-    let clip = match kind {
+    Ok(match kind {
         0 => {
             unused_is_zero(a, "unused clip field is not zero")?;
             unused_is_zero(b, "unused clip field is not zero")?;
@@ -229,8 +266,108 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
             exponent: b,
         },
         _ => return Err(err(CheckpointError::Malformed("unknown clip kind"))),
+    })
+}
+
+/// A group of version 3.
+fn read_group(r: &mut Reader<'_>) -> Result<Group, Error> {
+    let mut f = [0.0; 5];
+    for x in &mut f {
+        *x = r.f64()?;
+    }
+    let flags = r.u8()?;
+    if flags & !0b11 != 0 {
+        return Err(err(CheckpointError::Malformed("unknown group flags")));
+    }
+    let caution = match r.u8()? {
+        0 => Caution::Off,
+        1 => Caution::Timm,
+        2 => Caution::PytorchOptimizer,
+        _ => return Err(err(CheckpointError::Malformed("unknown caution rule"))),
     };
-    let decay_scaling = if version >= 2 {
+    let clip = read_clip(r)?;
+    let clip_offset = r.u64()?;
+    let (kind, coefficient, scaling, max_lr, first_step) =
+        (r.u8()?, r.f64()?, r.u8()?, r.f64()?, r.u8()?);
+    if first_step > 1 {
+        return Err(err(CheckpointError::Malformed(
+            "first-step decay flag is neither 0 nor 1",
+        )));
+    }
+    if scaling != 2 {
+        unused_is_zero(max_lr, "unused max_lr is not zero")?;
+    }
+    if kind != 2 && (scaling != 0 || first_step != 0) {
+        return Err(err(CheckpointError::Malformed(
+            "decay scaling or first-step decay without decoupled decay",
+        )));
+    }
+    let weight_decay = match kind {
+        0 => {
+            unused_is_zero(coefficient, "unused decay coefficient is not zero")?;
+            WeightDecay::None
+        }
+        1 => WeightDecay::L2(coefficient),
+        2 => WeightDecay::Decoupled {
+            weight_decay: coefficient,
+            scaling: match scaling {
+                0 => DecayScaling::Lr,
+                1 => DecayScaling::Fixed,
+                2 => DecayScaling::Corrected {
+                    max_lr: Some(max_lr),
+                },
+                3 => DecayScaling::Corrected { max_lr: None },
+                _ => return Err(err(CheckpointError::Malformed("unknown decay scaling"))),
+            },
+            first_step: first_step == 1,
+        },
+        _ => return Err(err(CheckpointError::Malformed("unknown decay kind"))),
+    };
+    let hyper = Hyper {
+        lr: f[0],
+        betas: (f[1], f[2]),
+        eps: f[3],
+        weight_decay,
+        maximize: flags & 1 != 0,
+        clip,
+        clip_offset,
+        nesterov: flags & 2 != 0,
+        caution,
+    };
+    let group = Group {
+        hyper,
+        initial_lr: f[4],
+    };
+    validate_group(&group)?;
+    Ok(group)
+}
+
+/// What a loaded group must satisfy: an initial learning rate that is
+/// finite and >= 0, and valid hyperparameters (with the initial learning
+/// rate filling an unset `max_lr`).
+fn validate_group(group: &Group) -> Result<(), Error> {
+    // A group added with lr = 0 records 0, as the reference allows lr = 0.
+    if !(group.initial_lr.is_finite() && group.initial_lr >= 0.0) {
+        return Err(err(CheckpointError::Malformed(
+            "initial_lr is not a finite number >= 0",
+        )));
+    }
+    group.resolved().validate()
+}
+
+/// A group of version 1 or 2.
+fn read_old_group(r: &mut Reader<'_>, version: u32) -> Result<Group, Error> {
+    let mut f = [0.0; 5];
+    for x in &mut f {
+        *x = r.f64()?;
+    }
+    let flags = r.u8()?;
+    let known_flags = if version >= 2 { 0b1111 } else { 0b11 };
+    if flags & !known_flags != 0 {
+        return Err(err(CheckpointError::Malformed("unknown group flags")));
+    }
+    let clip = read_clip(r)?;
+    let scaling = if version >= 2 {
         let (kind, max_lr) = (r.u8()?, r.f64()?);
         if kind != 2 {
             unused_is_zero(max_lr, "unused decay-scaling field is not zero")?;
@@ -238,26 +375,55 @@ fn read_group(r: &mut Reader<'_>, version: u32) -> Result<Hyper, Error> {
         match kind {
             0 => DecayScaling::Lr,
             1 => DecayScaling::Fixed,
-            2 => DecayScaling::Corrected { max_lr },
+            2 => DecayScaling::Corrected {
+                max_lr: Some(max_lr),
+            },
             _ => return Err(err(CheckpointError::Malformed("unknown decay scaling"))),
         }
     } else {
         DecayScaling::Lr
     };
+    let coefficient = f[4];
+    let weight_decay = if coefficient == 0.0 {
+        WeightDecay::None
+    } else if flags & 1 != 0 {
+        WeightDecay::Decoupled {
+            weight_decay: coefficient,
+            scaling,
+            first_step: false,
+        }
+    } else {
+        WeightDecay::L2(coefficient)
+    };
+    // A coefficient that is not a number (refused below) must not hide
+    // as "no decay".
+    if !(coefficient.is_finite() && coefficient >= 0.0) {
+        return Err(Error::InvalidHyper {
+            param: crate::HyperParam::WeightDecay,
+            value: coefficient.into(),
+        });
+    }
     let hyper = Hyper {
         lr: f[0],
         betas: (f[1], f[2]),
         eps: f[3],
-        weight_decay: f[4],
-        decouple: flags & 1 != 0,
+        weight_decay,
         maximize: flags & 2 != 0,
-        nesterov: flags & 4 != 0,
-        cautious: flags & 8 != 0,
         clip,
-        decay_scaling,
+        clip_offset: 0,
+        nesterov: flags & 4 != 0,
+        caution: if flags & 8 != 0 {
+            Caution::Timm
+        } else {
+            Caution::Off
+        },
     };
-    hyper.validate()?;
-    Ok(hyper)
+    let group = Group {
+        hyper,
+        initial_lr: f[0],
+    };
+    group.resolved().validate()?;
+    Ok(group)
 }
 
 /// A saved state's step count and the bytes of its two moments, decoded
@@ -291,6 +457,9 @@ fn read_param<'a>(
     } else {
         None
     };
+    if version >= 3 && r.u8()? != 0 {
+        return Err(err(CheckpointError::Malformed("unknown parameter layout")));
+    }
     let state = match r.u8()? {
         0 => None,
         1 => {
@@ -323,7 +492,7 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 }
 
 /// Decodes a checkpoint of any supported version into groups and params.
-fn decode(bytes: &[u8]) -> Result<(Vec<Hyper>, Vec<Param>), Error> {
+fn decode(bytes: &[u8]) -> Result<(Vec<Group>, Vec<Param>), Error> {
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
         return Err(err(CheckpointError::BadMagic));
     }
@@ -355,7 +524,11 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Hyper>, Vec<Param>), Error> {
     let group_count = r.u32()? as usize;
     let mut groups = Vec::new();
     for _ in 0..group_count {
-        groups.push(read_group(&mut r, version)?);
+        groups.push(if version >= 3 {
+            read_group(&mut r)?
+        } else {
+            read_old_group(&mut r, version)?
+        });
     }
     let param_count = r.u32()? as usize;
     let mut params = Vec::new();
@@ -387,6 +560,10 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Hyper>, Vec<Param>), Error> {
     Ok((groups, params))
 }
 
+/// For each registered parameter, the index of the checkpoint parameter
+/// that loads into it.
+type Mapping = Vec<usize>;
+
 impl Adopt {
     /// The optimizer's whole state as a checkpoint (format version
     /// [`VERSION`], documented in [`checkpoint`](crate::checkpoint)).
@@ -396,8 +573,8 @@ impl Adopt {
         w.u32(VERSION);
         w.u64(0); // payload length, patched below
         w.u32(self.groups.len() as u32);
-        for (i, h) in self.groups.iter().enumerate() {
-            write_group(&mut w, i, h)?;
+        for (i, g) in self.groups.iter().enumerate() {
+            write_group(&mut w, i, g)?;
         }
         w.u32(self.params.len() as u32);
         for p in &self.params {
@@ -410,6 +587,7 @@ impl Adopt {
                 }
                 None => w.u32(u32::MAX),
             }
+            w.u8(0); // layout: dense f32
             match &p.state {
                 Some(s) => {
                     w.u8(1);
@@ -427,13 +605,14 @@ impl Adopt {
         Ok(w.0)
     }
 
-    /// An optimizer restored from a checkpoint of any supported version.
+    /// An optimizer restored from a checkpoint of any supported version,
+    /// with the checkpoint's layout: its groups, parameters, names and
+    /// states.
     pub fn from_checkpoint(bytes: &[u8]) -> Result<Adopt, Error> {
         let (groups, params) = decode(bytes)?;
         let mut opt = Adopt::new();
-        for h in groups {
-            opt.add_group(h)?;
-        }
+        // Validated by `decode`.
+        opt.groups = groups;
         for p in params {
             let id = opt.add_param(p.group, p.lanes, p.name.as_deref())?;
             opt.params[id.0 as usize].state = p.state;
@@ -441,33 +620,164 @@ impl Adopt {
         Ok(opt)
     }
 
-    /// Loads a checkpoint into this optimizer, replacing groups and states.
+    /// Loads a checkpoint into this optimizer: every group's hyperparameters
+    /// and every parameter's state, in the optimizer's layout.
     ///
-    /// If parameters are registered, the checkpoint must hold as many, each
-    /// with the same lanes ([`CheckpointError::ShapeMismatch`] otherwise). On
-    /// any error the optimizer is unchanged: the checkpoint is decoded and
-    /// checked completely before anything is replaced.
+    /// An optimizer with no groups and no parameters takes the checkpoint's
+    /// layout. Otherwise the checkpoint must have the same layout, matched
+    /// by position, as PyTorch's `load_state_dict` requires: as many groups
+    /// ([`CheckpointError::GroupCountMismatch`]), as many parameters
+    /// ([`CheckpointError::ParamCountMismatch`]), each in the same group
+    /// ([`CheckpointError::GroupMismatch`]) with the same lanes
+    /// ([`CheckpointError::LanesMismatch`]), and, where both the
+    /// registered parameter and the checkpoint's name it, the same name
+    /// ([`CheckpointError::NameMismatch`]). Use
+    /// [`load_by_name`](Adopt::load_by_name) when the order changed, and
+    /// `*self = Adopt::from_checkpoint(bytes)?` to take the checkpoint's
+    /// layout instead.
+    ///
+    /// On any error the optimizer is unchanged: the checkpoint is decoded
+    /// and checked completely before anything is replaced.
+    ///
+    /// ```
+    /// use adopt::{Adopt, CheckpointError, Error, Hyper};
+    /// let mut saved = Adopt::new();
+    /// let g = saved.add_group(Hyper::default())?;
+    /// saved.add_param(g, 4, Some("decoder.weight"))?;
+    /// saved.add_param(g, 4, Some("encoder.weight"))?;
+    /// let bytes = saved.save()?;
+    ///
+    /// let mut model = Adopt::new();
+    /// let g = model.add_group(Hyper::default())?;
+    /// model.add_param(g, 4, Some("encoder.weight"))?;
+    /// model.add_param(g, 4, Some("decoder.weight"))?;
+    /// assert!(matches!(
+    ///     model.load(&bytes),
+    ///     Err(Error::Checkpoint(CheckpointError::NameMismatch { param: 0, .. }))
+    /// ));
+    /// model.load_by_name(&bytes)?; // matched by name instead
+    /// # Ok::<(), adopt::Error>(())
+    /// ```
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let restored = Adopt::from_checkpoint(bytes)?;
-        if !self.params.is_empty() {
-            if restored.params.len() != self.params.len() {
-                return Err(err(CheckpointError::ShapeMismatch {
-                    param: u32::MAX,
-                    expected: self.params.len() as u64,
-                    got: restored.params.len() as u64,
+        let (groups, params) = decode(bytes)?;
+        if self.groups.is_empty() && self.params.is_empty() {
+            *self = Adopt::from_checkpoint(bytes)?;
+            return Ok(());
+        }
+        self.check_groups(&groups)?;
+        if params.len() != self.params.len() {
+            return Err(err(CheckpointError::ParamCountMismatch {
+                expected: self.params.len() as u64,
+                got: params.len() as u64,
+            }));
+        }
+        for (i, (mine, theirs)) in self.params.iter().zip(&params).enumerate() {
+            if let (Some(a), Some(b)) = (&mine.name, &theirs.name)
+                && a != b
+            {
+                return Err(err(CheckpointError::NameMismatch {
+                    param: i as u32,
+                    expected: a.clone(),
+                    got: b.clone(),
                 }));
             }
-            for (i, (mine, theirs)) in self.params.iter().zip(&restored.params).enumerate() {
-                if mine.lanes != theirs.lanes {
-                    return Err(err(CheckpointError::ShapeMismatch {
-                        param: i as u32,
-                        expected: mine.lanes as u64,
-                        got: theirs.lanes as u64,
-                    }));
+        }
+        let mapping: Mapping = (0..params.len()).collect();
+        self.install(groups, params, &mapping)
+    }
+
+    /// [`load`](Adopt::load) with parameters matched by name: each named
+    /// registered parameter receives the state of the checkpoint's
+    /// parameter of that name, wherever it is; an unnamed one receives the
+    /// state at its own position, which must be unnamed in the checkpoint
+    /// too. Groups still match by position, and each parameter must be in
+    /// the same group with the same lanes. Every checkpoint parameter must
+    /// find its registered one ([`CheckpointError::NameNotFound`] names the
+    /// first that does not; [`CheckpointError::DuplicateName`] a name used
+    /// twice on either side).
+    ///
+    /// On any error the optimizer is unchanged.
+    pub fn load_by_name(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let (groups, params) = decode(bytes)?;
+        self.check_groups(&groups)?;
+        if params.len() != self.params.len() {
+            return Err(err(CheckpointError::ParamCountMismatch {
+                expected: self.params.len() as u64,
+                got: params.len() as u64,
+            }));
+        }
+        let by_name = |ps: &[Param]| -> Result<BTreeMap<String, usize>, Error> {
+            let mut map = BTreeMap::new();
+            for (i, p) in ps.iter().enumerate() {
+                if let Some(name) = &p.name
+                    && map.insert(name.clone(), i).is_some()
+                {
+                    return Err(err(CheckpointError::DuplicateName { name: name.clone() }));
                 }
             }
+            Ok(map)
+        };
+        let theirs = by_name(&params)?;
+        by_name(&self.params)?;
+        let mut mapping: Mapping = Vec::with_capacity(self.params.len());
+        for (i, mine) in self.params.iter().enumerate() {
+            let source = match &mine.name {
+                Some(name) => *theirs
+                    .get(name)
+                    .ok_or_else(|| err(CheckpointError::NameNotFound { name: name.clone() }))?,
+                None if params[i].name.is_none() => i,
+                None => {
+                    return Err(err(CheckpointError::NameNotFound {
+                        name: params[i].name.clone().unwrap_or_default(),
+                    }));
+                }
+            };
+            mapping.push(source);
         }
-        *self = restored;
+        self.install(groups, params, &mapping)
+    }
+
+    /// Checks the checkpoint's groups against the registered ones.
+    fn check_groups(&self, groups: &[Group]) -> Result<(), Error> {
+        if groups.len() != self.groups.len() {
+            return Err(err(CheckpointError::GroupCountMismatch {
+                expected: self.groups.len() as u32,
+                got: groups.len() as u32,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Replaces the groups and installs the states of the checkpoint's
+    /// parameters `mapping` names, after checking each one's group and
+    /// lanes; changes nothing on error.
+    fn install(
+        &mut self,
+        groups: Vec<Group>,
+        mut params: Vec<Param>,
+        mapping: &Mapping,
+    ) -> Result<(), Error> {
+        for (i, (mine, &source)) in self.params.iter().zip(mapping).enumerate() {
+            let theirs = &params[source];
+            if theirs.group != mine.group {
+                return Err(err(CheckpointError::GroupMismatch {
+                    param: i as u32,
+                    expected: mine.group.0,
+                    got: theirs.group.0,
+                }));
+            }
+            if theirs.lanes != mine.lanes {
+                return Err(err(CheckpointError::LanesMismatch {
+                    param: i as u32,
+                    expected: mine.lanes as u64,
+                    got: theirs.lanes as u64,
+                }));
+            }
+        }
+        self.groups = groups;
+        for (mine, &source) in self.params.iter_mut().zip(mapping) {
+            mine.state = params[source].state.take();
+        }
         Ok(())
     }
 }

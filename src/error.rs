@@ -2,6 +2,47 @@
 
 use core::fmt;
 
+/// An f64 carried by an [`Error`]: equal to another when their bits are
+/// equal or both are NaN (NaN payloads and signs are not meaningful), so
+/// errors can derive `Eq`.
+///
+/// ```
+/// use adopt::Float;
+/// assert_eq!(Float(f64::NAN), Float(-f64::NAN));
+/// assert_ne!(Float(0.0), Float(-0.0));
+/// assert_eq!(Float(1.5).to_string(), "1.5");
+/// assert_eq!(Float(1e40).to_string(), "1e40");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Float(pub f64);
+
+impl PartialEq for Float {
+    fn eq(&self, other: &Float) -> bool {
+        self.0.to_bits() == other.0.to_bits() || (self.0.is_nan() && other.0.is_nan())
+    }
+}
+
+impl Eq for Float {}
+
+impl From<f64> for Float {
+    fn from(x: f64) -> Float {
+        Float(x)
+    }
+}
+
+impl fmt::Display for Float {
+    /// Plain decimals, and scientific notation for very large and very
+    /// small magnitudes (`1e40`, not forty digits).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let x = self.0.abs();
+        if x.is_finite() && x != 0.0 && !(1e-5..1e16).contains(&x) {
+            fmt::LowerExp::fmt(&self.0, f)
+        } else {
+            fmt::Display::fmt(&self.0, f)
+        }
+    }
+}
+
 /// Which caller buffer a [`Error::LengthMismatch`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Buffer {
@@ -34,15 +75,21 @@ impl fmt::Display for Buffer {
     }
 }
 
-/// Which hyperparameter an [`Error::InvalidHyper`] is about.
+/// Which hyperparameter an [`Error::InvalidHyper`] or
+/// [`Error::HyperOverflow`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HyperParam {
     /// [`Hyper::lr`](crate::Hyper::lr).
     Lr,
     /// [`Hyper::eps`](crate::Hyper::eps).
     Eps,
-    /// [`Hyper::weight_decay`](crate::Hyper::weight_decay).
+    /// The coefficient of [`Hyper::weight_decay`](crate::Hyper::weight_decay).
     WeightDecay,
+    /// The decoupled decay rate derived from `lr` and the coefficient:
+    /// `lr·weight_decay`, or as [`DecayScaling`](crate::DecayScaling)
+    /// scales it.
+    DecayRate,
     /// `betas.0` of [`Hyper::betas`](crate::Hyper::betas).
     Beta1,
     /// `betas.1` of [`Hyper::betas`](crate::Hyper::betas).
@@ -64,6 +111,7 @@ impl HyperParam {
             HyperParam::Lr => "lr",
             HyperParam::Eps => "eps",
             HyperParam::WeightDecay => "weight_decay",
+            HyperParam::DecayRate => "the decoupled decay rate (lr·weight_decay, as scaled)",
             HyperParam::Beta1 => "betas.0",
             HyperParam::Beta2 => "betas.1",
             HyperParam::ClipScale => "clip scale",
@@ -79,6 +127,7 @@ impl HyperParam {
             HyperParam::Lr
             | HyperParam::Eps
             | HyperParam::WeightDecay
+            | HyperParam::DecayRate
             | HyperParam::ClipScale
             | HyperParam::InvScale => "a finite number >= 0",
             HyperParam::Beta1 | HyperParam::Beta2 => "a number in [0, 1)",
@@ -114,9 +163,9 @@ impl fmt::Display for HyperParam {
 /// ```
 ///
 /// Errors compare equal when their fields are equal, with every NaN equal to
-/// every other NaN (NaN payloads and signs are not meaningful), so an error
+/// every other NaN (the f64 values they carry are [`Float`]s), so an error
 /// holding a NaN value equals itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
     /// A buffer's length differs from the number of parameter lanes.
@@ -134,23 +183,52 @@ pub enum Error {
         /// Which hyperparameter.
         param: HyperParam,
         /// The value given.
-        value: f64,
+        value: Float,
     },
-    /// The clip threshold evaluated for this step is negative or NaN.
+    /// A hyperparameter, or an f32 constant derived from hyperparameters,
+    /// is finite in f64 but beyond the largest f32 (`3.4028235e38`): the
+    /// step would compute with infinities. The reference refuses these
+    /// too (PyTorch's "cannot be converted to type float without
+    /// overflow").
+    HyperOverflow {
+        /// Which hyperparameter (or derived constant).
+        param: HyperParam,
+        /// Its value in f64.
+        value: Float,
+    },
+    /// [`DecayScaling::Corrected`](crate::DecayScaling::Corrected) without
+    /// `max_lr` outside an [`Adopt`](crate::Adopt) group, which would take
+    /// it from the group's initial learning rate: a single-buffer step has
+    /// none.
+    MaxLrUnset,
+    /// The clip threshold evaluated for this step is negative, NaN, or
+    /// finite but beyond the largest f32.
     ///
     /// The reference would clamp to an inverted interval and silently flip
-    /// the sign of the update; this crate refuses instead.
+    /// the sign of the update (negative thresholds), or refuse (overflow);
+    /// this crate refuses all of them.
     InvalidClip {
-        /// The step count the threshold was evaluated at (steps already taken).
+        /// The step count the schedule was evaluated at (steps already
+        /// taken, plus [`Hyper::clip_offset`](crate::Hyper::clip_offset)).
         step: u64,
         /// The threshold the clip schedule returned.
-        threshold: f64,
+        threshold: Float,
     },
     /// The state's step count is `u64::MAX` and cannot advance.
     StepOverflow,
-    /// [`adopt_step_with`](crate::adopt_step_with) was asked for a kernel
-    /// this CPU cannot run.
+    /// A kernel this CPU cannot run was asked for: by
+    /// [`adopt_step_with`](crate::adopt_step_with) or an options struct, or
+    /// by the `ADOPT_KERNEL` environment variable.
     KernelUnavailable(crate::Kernel),
+    /// The `ADOPT_KERNEL` environment variable names no kernel (see
+    /// [`Kernel::from_name`](crate::Kernel::from_name)); every step that
+    /// uses the active kernel refuses to run until it is fixed (or
+    /// [`Kernel::force`](crate::Kernel::force) picks one).
+    #[cfg(feature = "std")]
+    UnknownKernel {
+        /// The variable's value.
+        value: std::string::String,
+    },
     /// A [`ParamId`](crate::ParamId) the optimizer never issued.
     #[cfg(feature = "alloc")]
     UnknownParam(crate::ParamId),
@@ -180,6 +258,16 @@ pub enum Error {
         /// The rows of the table.
         rows: usize,
     },
+    /// A row-sparse step's table does not have the lanes of its state's
+    /// `rows × dim`.
+    TableMismatch {
+        /// The state's rows.
+        rows: usize,
+        /// The state's lanes per row.
+        dim: usize,
+        /// The table's lanes.
+        got: usize,
+    },
     /// A row-sparse step's gradients are not one block of `dim` lanes per
     /// listed row.
     RowBlocksMismatch {
@@ -193,7 +281,7 @@ pub enum Error {
 }
 
 /// What is wrong with a checkpoint (see [`checkpoint`](crate::checkpoint)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CheckpointError {
     /// The data does not start with the magic bytes `ADOPTCK\0`.
@@ -213,14 +301,62 @@ pub enum CheckpointError {
     },
     /// A field holds an impossible value (a named reason).
     Malformed(&'static str),
-    /// The checkpoint's parameters do not match the registered ones.
-    ShapeMismatch {
-        /// The parameter index, or `u32::MAX` for the parameter count.
-        param: u32,
-        /// What the optimizer has registered.
+    /// The checkpoint has another number of parameter groups than the
+    /// optimizer it is loaded into.
+    GroupCountMismatch {
+        /// The optimizer's groups.
+        expected: u32,
+        /// The checkpoint's groups.
+        got: u32,
+    },
+    /// The checkpoint has another number of parameters than the optimizer
+    /// it is loaded into.
+    ParamCountMismatch {
+        /// The optimizer's parameters.
         expected: u64,
-        /// What the checkpoint holds.
+        /// The checkpoint's parameters.
         got: u64,
+    },
+    /// A parameter is in another group in the checkpoint.
+    GroupMismatch {
+        /// The registered parameter's index.
+        param: u32,
+        /// The group the optimizer has it in.
+        expected: u32,
+        /// The group the checkpoint has it in.
+        got: u32,
+    },
+    /// A parameter has other lanes in the checkpoint.
+    LanesMismatch {
+        /// The registered parameter's index.
+        param: u32,
+        /// The lanes the optimizer registered.
+        expected: u64,
+        /// The lanes the checkpoint holds.
+        got: u64,
+    },
+    /// A parameter is named differently in the checkpoint: it would receive
+    /// another parameter's state.
+    #[cfg(feature = "alloc")]
+    NameMismatch {
+        /// The parameter's index.
+        param: u32,
+        /// Its registered name.
+        expected: alloc::string::String,
+        /// The checkpoint's name at that index.
+        got: alloc::string::String,
+    },
+    /// Loading by name: a name one side has and the other lacks.
+    #[cfg(feature = "alloc")]
+    NameNotFound {
+        /// The name (empty for an unnamed parameter facing a named one).
+        name: alloc::string::String,
+    },
+    /// Loading by name: two parameters on one side have the same name.
+    #[cfg(feature = "alloc")]
+    DuplicateName {
+        /// The name.
+        name: alloc::string::String,
     },
     /// A group uses [`Clip::Custom`](crate::Clip::Custom), a function, which
     /// cannot be saved.
@@ -232,7 +368,7 @@ pub enum CheckpointError {
 
 impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
+        match self {
             CheckpointError::BadMagic => f.write_str("not an adopt checkpoint (bad magic bytes)"),
             CheckpointError::UnsupportedVersion(v) => write!(
                 f,
@@ -247,25 +383,47 @@ impl fmt::Display for CheckpointError {
                 )
             }
             CheckpointError::Malformed(why) => write!(f, "malformed checkpoint: {why}"),
-            CheckpointError::ShapeMismatch {
-                param: u32::MAX,
-                expected,
-                got,
-            } => {
-                write!(
-                    f,
-                    "checkpoint holds {got} parameters, the optimizer has {expected}"
-                )
-            }
-            CheckpointError::ShapeMismatch {
+            CheckpointError::GroupCountMismatch { expected, got } => write!(
+                f,
+                "checkpoint holds {got} parameter groups, the optimizer has {expected}"
+            ),
+            CheckpointError::ParamCountMismatch { expected, got } => write!(
+                f,
+                "checkpoint holds {got} parameters, the optimizer has {expected}"
+            ),
+            CheckpointError::GroupMismatch {
                 param,
                 expected,
                 got,
-            } => {
-                write!(
-                    f,
-                    "checkpoint parameter {param} has {got} lanes, the optimizer registered {expected}"
-                )
+            } => write!(
+                f,
+                "checkpoint has parameter {param} in group {got}, the optimizer in group {expected}"
+            ),
+            CheckpointError::LanesMismatch {
+                param,
+                expected,
+                got,
+            } => write!(
+                f,
+                "checkpoint parameter {param} has {got} lanes, the optimizer registered {expected}"
+            ),
+            #[cfg(feature = "alloc")]
+            CheckpointError::NameMismatch {
+                param,
+                expected,
+                got,
+            } => write!(
+                f,
+                "checkpoint parameter {param} is named {got:?}, the optimizer's parameter {param} {expected:?} (load_by_name matches by name)"
+            ),
+            #[cfg(feature = "alloc")]
+            CheckpointError::NameNotFound { name } => write!(
+                f,
+                "parameter {name:?} is on one side only (the checkpoint or the optimizer)"
+            ),
+            #[cfg(feature = "alloc")]
+            CheckpointError::DuplicateName { name } => {
+                write!(f, "two parameters are named {name:?}")
             }
             CheckpointError::CustomClip { group } => {
                 write!(
@@ -279,7 +437,7 @@ impl fmt::Display for CheckpointError {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
+        match self {
             Error::LengthMismatch {
                 buffer,
                 expected,
@@ -293,6 +451,23 @@ impl fmt::Display for Error {
                 "invalid hyperparameter {param} = {value}: must be {}",
                 param.valid_range()
             ),
+            Error::HyperOverflow { param, value } => write!(
+                f,
+                "hyperparameter {param} = {value} overflows f32 (the largest f32 is {:e})",
+                f32::MAX
+            ),
+            Error::MaxLrUnset => f.write_str(
+                "DecayScaling::Corrected without max_lr: a single-buffer step has no initial learning rate to take it from (set max_lr, or step through Adopt)",
+            ),
+            Error::InvalidClip { step, threshold }
+                if threshold.0.is_finite() && threshold.0 > f32::MAX as f64 =>
+            {
+                write!(
+                    f,
+                    "clip threshold at step {step} is {threshold}, which overflows f32 (the largest f32 is {:e}; +inf means no clipping)",
+                    f32::MAX
+                )
+            }
             Error::InvalidClip { step, threshold } => write!(
                 f,
                 "clip threshold at step {step} is {threshold}: must be >= 0 and not NaN"
@@ -301,6 +476,11 @@ impl fmt::Display for Error {
             Error::KernelUnavailable(kernel) => {
                 write!(f, "kernel {} is not available on this CPU", kernel.name())
             }
+            #[cfg(feature = "std")]
+            Error::UnknownKernel { value } => write!(
+                f,
+                "ADOPT_KERNEL={value:?} names no kernel: use one of portable, avx2+fma, avx512f, neon (any case), or unset it"
+            ),
             #[cfg(feature = "alloc")]
             Error::UnknownParam(id) => write!(f, "unknown parameter id {}", id.0),
             #[cfg(feature = "alloc")]
@@ -321,80 +501,16 @@ impl fmt::Display for Error {
             Error::RowOutOfRange { row, rows } => {
                 write!(f, "row {row} is out of range for a table of {rows} rows")
             }
+            Error::TableMismatch { rows, dim, got } => write!(
+                f,
+                "table has {got} lanes, expected {rows} rows of {dim} lanes (the state's shape)"
+            ),
             Error::RowBlocksMismatch { rows, dim, got } => write!(
                 f,
                 "grads has {got} lanes, expected {rows} rows of {dim} lanes"
             ),
         }
     }
-}
-
-impl PartialEq for Error {
-    fn eq(&self, other: &Self) -> bool {
-        use Error::*;
-        match (*self, *other) {
-            (
-                LengthMismatch {
-                    buffer,
-                    expected,
-                    got,
-                },
-                LengthMismatch {
-                    buffer: b,
-                    expected: e,
-                    got: g,
-                },
-            ) => (buffer, expected, got) == (b, e, g),
-            (InvalidHyper { param, value }, InvalidHyper { param: p, value: v }) => {
-                param == p && same_f64(value, v)
-            }
-            (
-                InvalidClip { step, threshold },
-                InvalidClip {
-                    step: s,
-                    threshold: t,
-                },
-            ) => step == s && same_f64(threshold, t),
-            (StepOverflow, StepOverflow) => true,
-            (KernelUnavailable(a), KernelUnavailable(b)) => a == b,
-            #[cfg(feature = "alloc")]
-            (UnknownParam(a), UnknownParam(b)) | (DuplicateParam(a), DuplicateParam(b)) => a == b,
-            #[cfg(feature = "alloc")]
-            (UnknownGroup(a), UnknownGroup(b)) => a == b,
-            (Checkpoint(a), Checkpoint(b)) => a == b,
-            (
-                InvalidCautionMask {
-                    count,
-                    lanes,
-                    shard,
-                },
-                InvalidCautionMask {
-                    count: c,
-                    lanes: l,
-                    shard: s,
-                },
-            ) => (count, lanes, shard) == (c, l, s),
-            (RowOutOfRange { row, rows }, RowOutOfRange { row: r, rows: n }) => {
-                (row, rows) == (r, n)
-            }
-            (
-                RowBlocksMismatch { rows, dim, got },
-                RowBlocksMismatch {
-                    rows: r,
-                    dim: d,
-                    got: g,
-                },
-            ) => (rows, dim, got) == (r, d, g),
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Error {}
-
-/// Equality for the f64 values errors carry: bit-identical, or both NaN.
-fn same_f64(a: f64, b: f64) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
 
 impl core::error::Error for Error {}

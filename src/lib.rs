@@ -121,8 +121,10 @@ pub mod reference;
 pub mod sparse;
 mod state;
 
-pub use error::{Buffer, CheckpointError, Error, HyperParam};
-pub use hyper::{CautionMask, Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants};
+pub use error::{Buffer, CheckpointError, Error, Float, HyperParam};
+pub use hyper::{
+    Caution, CautionMask, Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants, WeightDecay,
+};
 pub use kernel::Kernel;
 #[cfg(feature = "alloc")]
 pub use optimizer::{Adopt, GroupId, Item, ParamId};
@@ -180,30 +182,37 @@ pub(crate) fn prepare(
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepOptions {
-    /// The kernel; `None` for [`Kernel::active`].
+    /// The kernel; `None` for [`Kernel::try_active`].
     pub kernel: Option<Kernel>,
     /// Mixed-precision scaling.
     pub scaling: Scaling,
-    /// For cautious masking ([`Hyper::cautious`]) of a shard: the mask count
+    /// For cautious masking ([`Hyper::caution`]) of a shard: the mask count
     /// of the whole tensor (the sum of every shard's [`caution_mask`]).
     /// `None`: the step counts its own buffer.
     pub caution_mask: Option<CautionMask>,
 }
 
-/// [`prepare`] with every option: `None` when `found_inf` skips the step
-/// (after validating everything, so bad input still errors).
+/// The kernel a step asked for, if available, else the active one
+/// ([`Kernel::try_active`]).
+pub(crate) fn resolve_kernel(kernel: Option<Kernel>) -> Result<Kernel, Error> {
+    match kernel {
+        Some(kernel) if !kernel.is_available() => Err(Error::KernelUnavailable(kernel)),
+        Some(kernel) => Ok(kernel),
+        None => Kernel::try_active(),
+    }
+}
+
+/// [`prepare`] with every option: the kernel to run, and `None` constants
+/// when `found_inf` skips the step (after validating everything, so bad
+/// input still errors).
 pub(crate) fn prepare_options(
     params: usize,
     grads: usize,
     state: &StateView<'_>,
     hyper: &Hyper,
     options: &StepOptions,
-) -> Result<Option<StepConstants>, Error> {
-    if let Some(kernel) = options.kernel
-        && !kernel.is_available()
-    {
-        return Err(Error::KernelUnavailable(kernel));
-    }
+) -> Result<(Kernel, Option<StepConstants>), Error> {
+    let kernel = resolve_kernel(options.kernel)?;
     let k = prepare_scaled(params, grads, state, hyper, options.scaling)?;
     if let Some(mask) = options.caution_mask
         && (mask.count > mask.lanes || mask.lanes < params as u64)
@@ -214,7 +223,7 @@ pub(crate) fn prepare_options(
             shard: params as u64,
         });
     }
-    Ok(k)
+    Ok((kernel, k))
 }
 
 /// [`prepare`] with mixed-precision scaling: `None` when `found_inf` skips
@@ -371,16 +380,16 @@ pub fn adopt_step_ext(
     hyper: &Hyper,
     options: &StepOptions,
 ) -> Result<(), Error> {
-    let Some(mut k) = prepare_options(params.len(), grads.len(), state, hyper, options)? else {
+    let (kernel, Some(mut k)) = prepare_options(params.len(), grads.len(), state, hyper, options)?
+    else {
         return Ok(());
     };
-    let kernel = options.kernel.unwrap_or_else(Kernel::active);
-    if hyper.cautious && k.step > 0 {
+    if hyper.caution != Caution::Off && k.step > 0 {
         let mask = options.caution_mask.unwrap_or_else(|| CautionMask {
             count: parallel::count(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k),
             lanes: params.len() as u64,
         });
-        k.caution_scale = Some(mask.scale());
+        k.caution_scale = Some(mask.scale(hyper.caution));
     }
     parallel::run(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k);
     *state.step += 1;
@@ -388,14 +397,15 @@ pub fn adopt_step_ext(
 }
 
 /// This buffer's share of the caution mask at its next step (cautious
-/// masking, [`Hyper::cautious`]): for engines that step one tensor in
+/// masking, [`Hyper::caution`]): for engines that step one tensor in
 /// shards. Sum the shards' masks and pass the total as
 /// [`StepOptions::caution_mask`] to every shard's step; the result is then
-/// bit-identical to stepping the whole tensor. Reads only.
+/// bit-identical to stepping the whole tensor. Reads only; without cautious
+/// masking (or on a first step) the count is 0.
 ///
 /// ```
-/// use adopt::{adopt_step_ext, caution_mask, Hyper, State, StepOptions};
-/// let hyper = Hyper { cautious: true, ..Hyper::default() };
+/// use adopt::{adopt_step_ext, caution_mask, Caution, Hyper, State, StepOptions};
+/// let hyper = Hyper { caution: Caution::Timm, ..Hyper::default() };
 /// let (mut p, g) = (vec![1.0_f32; 8], vec![0.5_f32; 8]);
 /// let mut state = State::new(8);
 /// adopt_step_ext(&mut p, &g, &mut state.view_mut(), &hyper, &StepOptions::default())?;
@@ -418,8 +428,7 @@ pub fn caution_mask(
     options: &StepOptions,
 ) -> Result<CautionMask, Error> {
     let count = match prepare_options(params.len(), grads.len(), state, hyper, options)? {
-        Some(k) if k.step > 0 => {
-            let kernel = options.kernel.unwrap_or_else(Kernel::active);
+        (kernel, Some(k)) if k.step > 0 && hyper.caution != Caution::Off => {
             parallel::count(kernel, params, grads, state.exp_avg, state.exp_avg_sq, &k)
         }
         _ => 0,

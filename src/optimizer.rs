@@ -3,7 +3,7 @@
 //! them (needs `alloc`).
 
 use crate::error::{Buffer, Error};
-use crate::hyper::{Hyper, Scaling, StepConstants};
+use crate::hyper::{Caution, Hyper, Scaling, StepConstants};
 use crate::kernel::{Job, Kernel};
 use crate::state::State;
 use alloc::string::String;
@@ -19,6 +19,23 @@ pub struct ParamId(pub u32);
 /// A parameter group of an [`Adopt`]: a set of buffers sharing one [`Hyper`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub u32);
+
+/// A parameter group: its hyperparameters and its initial learning rate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Group {
+    pub(crate) hyper: Hyper,
+    /// The `lr` the group was added with (or set since): timm's
+    /// corrected decay takes its `max_lr` from it when unset.
+    pub(crate) initial_lr: f64,
+}
+
+impl Group {
+    /// The group's hyperparameters, an unset corrected-decay `max_lr`
+    /// filled in from the initial learning rate.
+    pub(crate) fn resolved(&self) -> Hyper {
+        self.hyper.with_initial_lr(self.initial_lr)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Param {
@@ -50,10 +67,10 @@ pub struct Item<'a> {
 /// buffer that has a gradient, split across the rayon pool.
 ///
 /// ```
-/// use adopt::{Adopt, Hyper, Item};
+/// use adopt::{Adopt, Hyper, Item, WeightDecay};
 ///
 /// let mut opt = Adopt::new();
-/// let body = opt.add_group(Hyper { lr: 1e-2, weight_decay: 0.01, decouple: true, ..Hyper::default() })?;
+/// let body = opt.add_group(Hyper { lr: 1e-2, weight_decay: WeightDecay::decoupled(0.01), ..Hyper::default() })?;
 /// let head = opt.add_group(Hyper { lr: 1e-3, ..Hyper::default() })?;
 /// let w = opt.add_param(body, 6, Some("w"))?;
 /// let b = opt.add_param(head, 2, Some("b"))?;
@@ -74,7 +91,7 @@ pub struct Item<'a> {
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct Adopt {
-    pub(crate) groups: Vec<Hyper>,
+    pub(crate) groups: Vec<Group>,
     pub(crate) params: Vec<Param>,
     /// Duplicate detection without allocating.
     stamps: Stamps,
@@ -164,7 +181,7 @@ struct Plan {
     lanes: usize,
     /// Some item with a gradient has no state yet.
     new_states: bool,
-    /// Some item with a gradient is in a cautious group.
+    /// Some item with a gradient is in a group with cautious masking.
     cautious: bool,
 }
 
@@ -199,11 +216,39 @@ impl Adopt {
         Self::default()
     }
 
-    /// Adds a parameter group with its hyperparameters (validated).
+    /// Adds a parameter group with its hyperparameters (validated); its
+    /// `lr` becomes the group's initial learning rate
+    /// ([`initial_lr`](Adopt::initial_lr)).
     pub fn add_group(&mut self, hyper: Hyper) -> Result<GroupId, Error> {
-        hyper.validate()?;
-        self.groups.push(hyper);
+        hyper.with_initial_lr(hyper.lr).validate()?;
+        self.groups.push(Group {
+            hyper,
+            initial_lr: hyper.lr,
+        });
         Ok(GroupId(self.groups.len() as u32 - 1))
+    }
+
+    /// A group's initial learning rate: its `lr` when it was added, unless
+    /// [`set_initial_lr`](Adopt::set_initial_lr) changed it. timm's
+    /// corrected decay ([`DecayScaling::Corrected`](crate::DecayScaling)
+    /// with `max_lr: None`) takes its peak learning rate from it, as timm
+    /// does.
+    pub fn initial_lr(&self, group: GroupId) -> Result<f64, Error> {
+        Ok(self.groups[self.group_index(group)?].initial_lr)
+    }
+
+    /// Sets a group's initial learning rate (a finite number > 0), as
+    /// PyTorch's schedulers record `initial_lr`.
+    pub fn set_initial_lr(&mut self, group: GroupId, initial_lr: f64) -> Result<(), Error> {
+        let i = self.group_index(group)?;
+        if !(initial_lr.is_finite() && initial_lr > 0.0) {
+            return Err(Error::InvalidHyper {
+                param: crate::HyperParam::MaxLr,
+                value: initial_lr.into(),
+            });
+        }
+        self.groups[i].initial_lr = initial_lr;
+        Ok(())
     }
 
     /// Registers a parameter buffer of `lanes` f32 in `group`, with an
@@ -237,14 +282,27 @@ impl Adopt {
 
     /// A group's hyperparameters.
     pub fn hyper(&self, group: GroupId) -> Result<&Hyper, Error> {
-        Ok(&self.groups[self.group_index(group)?])
+        Ok(&self.groups[self.group_index(group)?].hyper)
+    }
+
+    /// Replaces a group's hyperparameters (learning-rate schedules),
+    /// validated now: on error the group keeps its old ones.
+    pub fn set_hyper(&mut self, group: GroupId, hyper: Hyper) -> Result<(), Error> {
+        let i = self.group_index(group)?;
+        let candidate = Group {
+            hyper,
+            ..self.groups[i]
+        };
+        candidate.resolved().validate()?;
+        self.groups[i] = candidate;
+        Ok(())
     }
 
     /// A group's hyperparameters, to change between steps (learning-rate
     /// schedules). They are validated at the next step.
     pub fn hyper_mut(&mut self, group: GroupId) -> Result<&mut Hyper, Error> {
         let i = self.group_index(group)?;
-        Ok(&mut self.groups[i])
+        Ok(&mut self.groups[i].hyper)
     }
 
     /// A parameter's group, lanes and name.
@@ -287,6 +345,7 @@ impl Adopt {
     /// [`step`](Adopt::step) with mixed-precision [`Scaling`] for all items;
     /// `found_inf` skips the whole step (after validation).
     pub fn step_scaled(&mut self, items: &mut [Item<'_>], scaling: Scaling) -> Result<(), Error> {
+        let kernel = Kernel::try_active()?;
         let Plan {
             lanes,
             new_states,
@@ -300,7 +359,6 @@ impl Adopt {
         if new_states {
             self.create_states();
         }
-        let kernel = Kernel::active();
         // Cautious groups: each tensor's own mask count (a read-only pass),
         // into constants of its own.
         if cautious {
@@ -310,7 +368,7 @@ impl Adopt {
                 }
                 let p = &self.params[w.index as usize];
                 let k = self.constants[w.constants as usize];
-                if self.groups[p.group.0 as usize].cautious && k.step > 0 {
+                if k.caution != Caution::Off && k.step > 0 {
                     let state = p.state.as_ref().expect("state created above");
                     let (m, v) = (state.exp_avg(), state.exp_avg_sq());
                     let grads = item.grads.expect("items with work have gradients");
@@ -320,7 +378,7 @@ impl Adopt {
                         lanes: item.params.len() as u64,
                     };
                     self.constants.push(StepConstants {
-                        caution_scale: Some(mask.scale()),
+                        caution_scale: Some(mask.scale(k.caution)),
                         ..k
                     });
                     w.constants = self.constants.len() as u32 - 1;
@@ -597,7 +655,7 @@ fn param_index(params: &[Param], id: ParamId) -> Result<(usize, &Param), Error> 
 #[allow(clippy::too_many_arguments)]
 fn check(
     params: &[Param],
-    groups: &[Hyper],
+    groups: &[Group],
     stamps: &Stamps,
     stamp: u32,
     items: &[Item<'_>],
@@ -649,8 +707,8 @@ fn check(
             if step == u64::MAX {
                 return Err(Error::StepOverflow);
             }
-            let hyper = &groups[p.group.0 as usize];
-            plan.cautious |= hyper.cautious;
+            let hyper = groups[p.group.0 as usize].resolved();
+            plan.cautious |= hyper.caution != Caution::Off;
             let mut k = hyper.constants(step)?;
             k.inv_scale = scaling.inv_scale;
             constants.push(k);

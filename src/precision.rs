@@ -1,6 +1,8 @@
 //! Half-precision buffers (feature `half`): parameters and gradients in
-//! `bf16` or `f16`, optimizer state `m`, `v` in `f32` or `bf16`, and an
-//! optional f32 master copy of the parameters.
+//! `bf16` or `f16`, the first moment `m` in `f32`, `bf16` or `f16`, the
+//! second moment `v` in `f32` or `bf16` (never `f16`, whose range `v = g²`
+//! leaves: see [`SecondMoment`]), and an optional f32 master copy of the
+//! parameters.
 //!
 //! Arithmetic is always f32 and identical to the f32 step: each lane is
 //! loaded, widened exactly to f32, stepped by the same kernel, and rounded
@@ -39,7 +41,7 @@
 //! ```
 
 use crate::error::{Buffer, Error};
-use crate::hyper::{CautionMask, Hyper, StepConstants};
+use crate::hyper::{Caution, CautionMask, Hyper, StepConstants};
 use crate::kernel::Kernel;
 use crate::state::StateView;
 use half::{bf16, f16};
@@ -53,6 +55,35 @@ mod sealed {
     impl Sealed for half::bf16 {}
     impl Sealed for half::f16 {}
 }
+
+/// A storage type for the second moment `v`: `f32` or `bf16` (sealed).
+///
+/// Not `f16`: `v = g²` overflows f16 for gradients above 256 (the
+/// parameter then freezes at every step) and underflows below `1e-4`
+/// (the step divides by `eps`), so an f16 `v` does not compile:
+///
+/// ```compile_fail
+/// use adopt::precision::{adopt_step_half, Rounding};
+/// use half::f16;
+/// let (mut p, g) = (vec![1.0_f32; 4], vec![0.5_f32; 4]);
+/// let (mut m, mut v, mut step) = (vec![f16::ZERO; 4], vec![f16::ZERO; 4], 0);
+/// adopt_step_half(&mut p, &g, &mut m, &mut v, &mut step, &adopt::Hyper::default(), Rounding::NearestEven);
+/// ```
+///
+/// `m` may be f16 (optax's `mu_dtype` is for the first moment only):
+///
+/// ```
+/// use adopt::precision::{adopt_step_half, Rounding};
+/// use half::f16;
+/// let (mut p, g) = (vec![1.0_f32; 4], vec![0.5_f32; 4]);
+/// let (mut m, mut v, mut step) = (vec![f16::ZERO; 4], vec![0.0_f32; 4], 0);
+/// adopt_step_half(&mut p, &g, &mut m, &mut v, &mut step, &adopt::Hyper::default(), Rounding::NearestEven)?;
+/// # Ok::<(), adopt::Error>(())
+/// ```
+pub trait SecondMoment: Lane {}
+
+impl SecondMoment for f32 {}
+impl SecondMoment for bf16 {}
 
 /// A storage type for f32 lanes: `f32`, `bf16` or `f16` (sealed).
 pub trait Lane: sealed::Sealed + Copy + Send + Sync + 'static {
@@ -248,7 +279,7 @@ fn round_stochastic<P: Lane>(src: &[f32], dst: &mut [P], seed: u64, step: u64, f
 }
 
 /// One block of the four buffers, as the chunk iterators yield it.
-type BlockOf<'a, P, G, S> = ((&'a mut [P], &'a [G]), (&'a mut [S], &'a mut [S]));
+type BlockOf<'a, P, G, M, V> = ((&'a mut [P], &'a [G]), (&'a mut [M], &'a mut [V]));
 
 /// f32 scratch for one block of each buffer.
 type Scratch = [[f32; BLOCK]; 4];
@@ -256,9 +287,9 @@ type Scratch = [[f32; BLOCK]; 4];
 /// Steps a run of consecutive blocks starting at lane `first_lane`: widen,
 /// step with the kernel, round back, block by block, inside the kernel's
 /// instruction set.
-fn step_blocks<'a, P: Lane, G: Lane, S: Lane>(
+fn step_blocks<'a, P: Lane, G: Lane, M: Lane, V: Lane>(
     kernel: Kernel,
-    blocks: impl Iterator<Item = (usize, BlockOf<'a, P, G, S>)>,
+    blocks: impl Iterator<Item = (usize, BlockOf<'a, P, G, M, V>)>,
     k: &StepConstants,
     rounding: Rounding,
     buf: &mut Scratch,
@@ -276,12 +307,12 @@ fn step_blocks<'a, P: Lane, G: Lane, S: Lane>(
 /// One block: widen, step with the kernel, round back.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn step_block<P: Lane, G: Lane, S: Lane>(
+fn step_block<P: Lane, G: Lane, M: Lane, V: Lane>(
     kernel: Kernel,
     p: &mut [P],
     g: &[G],
-    m: &mut [S],
-    v: &mut [S],
+    m: &mut [M],
+    v: &mut [V],
     k: &StepConstants,
     rounding: Rounding,
     first_lane: u64,
@@ -293,8 +324,8 @@ fn step_block<P: Lane, G: Lane, S: Lane>(
     kernel.run(
         P::view_mut(p, bp),
         G::view(g, bg),
-        S::view_mut(m, bm),
-        S::view_mut(v, bv),
+        M::view_mut(m, bm),
+        V::view_mut(v, bv),
         k,
     );
     match rounding {
@@ -303,17 +334,17 @@ fn step_block<P: Lane, G: Lane, S: Lane>(
         }
         _ => P::write_back(p, bp),
     }
-    S::write_back(m, bm);
-    S::write_back(v, bv);
+    M::write_back(m, bm);
+    V::write_back(v, bv);
 }
 
 /// The caution count over all blocks.
-fn count_blocks<P: Lane, G: Lane, S: Lane>(
+fn count_blocks<P: Lane, G: Lane, M: Lane, V: Lane>(
     kernel: Kernel,
     p: &[P],
     g: &[G],
-    m: &[S],
-    v: &[S],
+    m: &[M],
+    v: &[V],
     k: &StepConstants,
 ) -> u64 {
     let mut buf = [[0.0_f32; BLOCK]; 4];
@@ -332,8 +363,8 @@ fn count_blocks<P: Lane, G: Lane, S: Lane>(
                 count += kernel.count(
                     P::view(p, &mut bp[..n]),
                     G::view(g, &mut bg[..n]),
-                    S::view(m, &mut bm[..n]),
-                    S::view(v, &mut bv[..n]),
+                    M::view(m, &mut bm[..n]),
+                    V::view(v, &mut bv[..n]),
                     k,
                 );
             }
@@ -342,23 +373,25 @@ fn count_blocks<P: Lane, G: Lane, S: Lane>(
     )
 }
 
-/// The step over any mix of storage types: parameters `P`, gradients `G`,
-/// state `S` (`f32`, `bf16` or `f16` each), with f32 arithmetic identical to
-/// [`adopt_step`](crate::adopt_step) on the widened values.
+/// The step over any mix of storage types: parameters `P`, gradients `G`
+/// and first moment `M` (`f32`, `bf16` or `f16` each), second moment `V`
+/// (`f32` or `bf16`: see [`SecondMoment`]), with f32 arithmetic identical
+/// to [`adopt_step`](crate::adopt_step) on the widened values.
 ///
 /// Validation (lengths, hyperparameters, step count) runs before any write;
 /// on error nothing changes.
 #[allow(clippy::too_many_arguments)]
-pub fn adopt_step_half<P: Lane, G: Lane, S: Lane>(
+pub fn adopt_step_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     params: &mut [P],
     grads: &[G],
-    exp_avg: &mut [S],
-    exp_avg_sq: &mut [S],
+    exp_avg: &mut [M],
+    exp_avg_sq: &mut [V],
     step: &mut u64,
     hyper: &Hyper,
     rounding: Rounding,
 ) -> Result<(), Error> {
     let lanes = params.len();
+    let kernel = Kernel::try_active()?;
     let mut k = crate::prepare(
         lanes,
         grads.len(),
@@ -367,15 +400,14 @@ pub fn adopt_step_half<P: Lane, G: Lane, S: Lane>(
         *step,
         hyper,
     )?;
-    let kernel = Kernel::active();
-    if hyper.cautious && k.step > 0 {
+    if hyper.caution != Caution::Off && k.step > 0 {
         let count = count_blocks(kernel, params, grads, exp_avg, exp_avg_sq, &k);
         k.caution_scale = Some(
             CautionMask {
                 count,
                 lanes: lanes as u64,
             }
-            .scale(),
+            .scale(hyper.caution),
         );
     }
     #[cfg(feature = "rayon")]
@@ -450,6 +482,7 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
         });
     }
     let step_before = *state.step;
+    let kernel = Kernel::try_active()?;
     adopt_step_half(
         master,
         grads,
@@ -460,11 +493,11 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
         Rounding::NearestEven,
     )?;
     match rounding {
-        Rounding::NearestEven => Kernel::active().within(
+        Rounding::NearestEven => kernel.within(
             #[inline(always)]
             || P::narrow(master, params),
         ),
-        Rounding::Stochastic { seed } => Kernel::active().within(
+        Rounding::Stochastic { seed } => kernel.within(
             #[inline(always)]
             || round_stochastic(master, params, seed, step_before, 0),
         ),

@@ -29,14 +29,19 @@
 //! grad = grad · inv_scale                       (only with a Scaling)
 //! g = maximize ? -grad : grad
 //! L2 decay:        g = fma(wd, p, g)
-//! t == 0:          v = g·g                      (p and m do not move)
+//! decoupled:       p = fma(-(lr·wd), p, p)       (or -wd, -(lr²/max_lr)·wd;
+//!                                               t >= 1, or first_step)
+//! t == 0:          v = g·g                      (m does not move)
 //! t >= 1:
-//!   decoupled:     p = fma(-(lr·wd), p, p)       (or -wd, -(lr²/max_lr)·wd)
 //!   ĝ = g / max(sqrt(v), eps)                  (NaN stays NaN)
 //!   ĝ = clamp(ĝ, -c(t), c(t))                  (NaN stays NaN)
-//!   m = fma(1-β1, ĝ - m, m)                    (torch's lerp)
+//!   m = lerp(m, ĝ, 1-β1)                       (torch's lerp, two forms:)
+//!       |w| <  0.5:  fma(w, ĝ - m, m)          (w = 1-β1 as f32)
+//!       |w| >= 0.5:  fma(w - 1, ĝ - m, ĝ)      (β1 <= 0.5; w - 1 in f32)
 //!   u = nesterov ? fma(β1, m, (1-β1)·ĝ) : m    (optax's nesterov)
-//!   cautious:      u = u · (u·g > 0 ? s : 0)     (timm; s = CautionMask::scale)
+//!   caution:       u = u · (u·x > 0 ? s : 0)     (x = g for timm, ĝ for
+//!                                               pytorch-optimizer;
+//!                                               s = CautionMask::scale)
 //!   p = fma(-lr, u, p)
 //!   v = fma((1-β2)·g, g, β2·v)                 (torch's addcmul)
 //! ```
@@ -46,7 +51,7 @@
 
 use crate::StepOptions;
 use crate::error::Error;
-use crate::hyper::{CautionMask, Decay, Hyper, Scaling, StepConstants};
+use crate::hyper::{Caution, CautionMask, Decay, Hyper, Scaling, StepConstants};
 #[cfg(feature = "alloc")]
 use crate::state::State;
 use crate::state::StateView;
@@ -72,6 +77,28 @@ pub fn clamp_keep_nan(x: f32, lo: f32, hi: f32) -> f32 {
     if x > hi { hi } else { x }
 }
 
+/// PyTorch's CPU `lerp(start, end, weight)`, which has two forms: for
+/// `|weight| < 0.5` it computes `fma(weight, end - start, start)`, otherwise
+/// `fma(weight - 1, end - start, end)` (with `weight - 1` rounded in f32).
+/// They differ in the last bit on many lanes, and in the NaN/inf class
+/// when `end` is infinite: `lerp(0, inf, 0.7)` is `-inf + inf = NaN`.
+///
+/// ```
+/// use adopt::reference::lerp;
+/// assert_eq!(lerp(1.0, 3.0, 0.25), 1.5);
+/// assert_eq!(lerp(1.0, 3.0, 0.75), 2.5);
+/// assert_eq!(lerp(0.0, f32::INFINITY, 0.1), f32::INFINITY);
+/// assert!(lerp(0.0, f32::INFINITY, 0.7).is_nan());
+/// ```
+#[inline]
+pub fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+    if weight.abs() < 0.5 {
+        fma(weight, end - start, start)
+    } else {
+        fma(weight - 1.0, end - start, end)
+    }
+}
+
 /// The gradient of one lane as the step sees it: unscaled (mixed
 /// precision; `x · 1.0 == x`, so 1.0 skips the multiply), negated if
 /// maximising, plus the L2 term.
@@ -88,50 +115,66 @@ pub fn effective_grad(p: f32, grad: f32, k: &StepConstants) -> f32 {
     }
 }
 
-/// The new first moment and the update direction `u` of a step after the
-/// first, before cautious masking: `(m, u)`.
-pub fn moment_and_direction(g: f32, m: f32, v: f32, k: &StepConstants) -> (f32, f32) {
+/// The new first moment, the update direction `u` before cautious masking
+/// and the normalised, clipped gradient `ĝ` of a step after the first:
+/// `(m, u, ĝ)`.
+pub fn moment_and_direction(g: f32, m: f32, v: f32, k: &StepConstants) -> (f32, f32, f32) {
     // Normalise by the *previous* second moment, then clip.
     let denom = max_keep_nan(libm::sqrtf(v), k.eps);
     let normed = clamp_keep_nan(g / denom, -k.clip, k.clip);
-    let m = fma(k.one_minus_beta1, normed - m, m);
+    let m = lerp(m, normed, k.one_minus_beta1);
     let u = if k.nesterov {
         // optax's `b1 * m + (1 - b1) * g` with the new m, one fused step.
         fma(k.beta1, m, k.one_minus_beta1 * normed)
     } else {
         m
     };
-    (m, u)
+    (m, u, normed)
+}
+
+/// Whether a lane passes the cautious mask: its update `u` agrees in sign
+/// with the gradient `g` (timm, and [`Caution::Off`], which never uses the
+/// mask) or with `ĝ` (pytorch-optimizer).
+pub fn caution_agrees(u: f32, g: f32, normed: f32, k: &StepConstants) -> bool {
+    match k.caution {
+        Caution::Off | Caution::Timm => u * g > 0.0,
+        Caution::PytorchOptimizer => u * normed > 0.0,
+    }
 }
 
 /// One lane of one step: updates `p`, `m` (`exp_avg`) and `v` (`exp_avg_sq`)
 /// from the gradient `grad`.
 pub fn update_lane(p: &mut f32, grad: f32, m: &mut f32, v: &mut f32, k: &StepConstants) {
     let g = effective_grad(*p, grad, k);
+    if let Decay::Decoupled(neg_rate) = k.decay {
+        *p = fma(neg_rate, *p, *p);
+    }
     if k.step == 0 {
-        // The first step only records the second moment.
+        // The first step only records the second moment (and decays with
+        // first-step decay, whose constants carry `Decay::Decoupled`).
         *v = g * g;
         return;
     }
-    if let Decay::Decoupled(neg_lr_wd) = k.decay {
-        *p = fma(neg_lr_wd, *p, *p);
-    }
-    let (new_m, mut update) = moment_and_direction(g, *m, *v, k);
+    let (new_m, mut update, normed) = moment_and_direction(g, *m, *v, k);
     *m = new_m;
     if let Some(scale) = k.caution_scale {
-        // timm's caution: keep lanes where update and gradient agree.
-        update *= if update * g > 0.0 { scale } else { 0.0 };
+        // Keep the lanes where the update agrees with the gradient.
+        update *= if caution_agrees(update, g, normed, k) {
+            scale
+        } else {
+            0.0
+        };
     }
     *p = fma(k.neg_lr, update, *p);
     *v = fma(k.one_minus_beta2 * g, g, k.beta2 * *v);
 }
 
-/// Whether a lane passes the caution mask (`u·g > 0`) at a step after the
-/// first.
+/// Whether a lane passes the caution mask ([`caution_agrees`]) at a step
+/// after the first.
 pub fn caution_lane(p: f32, grad: f32, m: f32, v: f32, k: &StepConstants) -> bool {
     let g = effective_grad(p, grad, k);
-    let (_, u) = moment_and_direction(g, m, v, k);
-    u * g > 0.0
+    let (_, u, normed) = moment_and_direction(g, m, v, k);
+    caution_agrees(u, g, normed, k)
 }
 
 /// The reference form of [`adopt_step_view`](crate::adopt_step_view): same
@@ -173,9 +216,9 @@ pub fn caution_mask(
     hyper: &Hyper,
     options: &StepOptions,
 ) -> Result<CautionMask, Error> {
-    let k = crate::prepare_options(params.len(), grads.len(), state, hyper, options)?;
+    let (_, k) = crate::prepare_options(params.len(), grads.len(), state, hyper, options)?;
     let count = match k {
-        Some(k) if k.step > 0 => params
+        Some(k) if k.step > 0 && hyper.caution != Caution::Off => params
             .iter()
             .zip(grads)
             .zip(state.exp_avg.iter().zip(state.exp_avg_sq.iter()))
@@ -197,16 +240,17 @@ pub fn adopt_step_ext(
     hyper: &Hyper,
     options: &StepOptions,
 ) -> Result<(), Error> {
-    let Some(mut k) = crate::prepare_options(params.len(), grads.len(), state, hyper, options)?
+    let (_, Some(mut k)) =
+        crate::prepare_options(params.len(), grads.len(), state, hyper, options)?
     else {
         return Ok(()); // found_inf: the step is skipped
     };
-    if hyper.cautious && k.step > 0 {
+    if hyper.caution != Caution::Off && k.step > 0 {
         let mask = match options.caution_mask {
             Some(mask) => mask,
             None => caution_mask(params, grads, state, hyper, options)?,
         };
-        k.caution_scale = Some(mask.scale());
+        k.caution_scale = Some(mask.scale(hyper.caution));
     }
     let lanes = params
         .iter_mut()

@@ -55,7 +55,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::error::{Buffer, Error};
-use crate::hyper::{CautionMask, Hyper, Scaling, StepConstants};
+use crate::hyper::{Caution, CautionMask, Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
 
 /// The optimizer state of a row-sparse table: `m` and `v` for every lane,
@@ -246,7 +246,7 @@ impl SparseState {
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct SparseOptions {
-    /// The kernel; `None` for [`Kernel::active`].
+    /// The kernel; `None` for [`Kernel::try_active`].
     pub kernel: Option<Kernel>,
     /// Mixed-precision scaling: `inv_scale` multiplies every gradient lane
     /// (after duplicates are summed), and `found_inf` skips the step,
@@ -294,12 +294,15 @@ fn plan(
     hyper: &Hyper,
     options: &SparseOptions,
 ) -> Result<Option<Plan>, Error> {
-    if let Some(kernel) = options.kernel
-        && !kernel.is_available()
-    {
-        return Err(Error::KernelUnavailable(kernel));
-    }
+    crate::resolve_kernel(options.kernel)?;
     let dim = state.dim;
+    if Some(table) != state.rows().checked_mul(dim) {
+        return Err(Error::TableMismatch {
+            rows: state.rows(),
+            dim,
+            got: table,
+        });
+    }
     for (buffer, got) in [
         (Buffer::ExpAvg, state.exp_avg.len()),
         (Buffer::ExpAvgSq, state.exp_avg_sq.len()),
@@ -556,7 +559,7 @@ fn execute(
             // closure and are not otherwise used while it runs.
             let (p, m, v, step) = unsafe { ptrs.row(task.row as usize, dim) };
             let mut k = plan.constants[task.constants as usize];
-            if hyper.cautious && k.step > 0 {
+            if hyper.caution != Caution::Off && k.step > 0 {
                 // Each row is its own tensor: the mask is counted over it.
                 let count = kernel.count(p, g, m, v, &k);
                 k.caution_scale = Some(
@@ -564,7 +567,7 @@ fn execute(
                         count,
                         lanes: dim as u64,
                     }
-                    .scale(),
+                    .scale(hyper.caution),
                 );
             }
             kernel.run(p, g, m, v, &k);
@@ -607,8 +610,8 @@ fn execute(
 /// **Errors.** Checked in this order, before anything is written; on error
 /// the table, the moments and every step count are unchanged:
 /// [`Error::KernelUnavailable`] (with [`adopt_step_rows_ext`]);
-/// [`Error::LengthMismatch`] if `state.exp_avg()` or `state.exp_avg_sq()`
-/// does not have `table.len()` lanes; [`Error::RowBlocksMismatch`] if
+/// [`Error::TableMismatch`] if `table` does not have `state.rows() ×
+/// state.dim()` lanes; [`Error::RowBlocksMismatch`] if
 /// `grads.len() != rows.len() × dim`; [`Error::InvalidHyper`] from
 /// [`Hyper::validate`]; [`Error::RowOutOfRange`] for the first listed row
 /// `>= state.rows()`; then, for the first listed row that cannot step,
@@ -617,7 +620,7 @@ fn execute(
 /// count; last, [`Error::InvalidHyper`] for an invalid
 /// [`Scaling::inv_scale`] (with [`adopt_step_rows_ext`]).
 ///
-/// **Cautious masking** ([`Hyper::cautious`]) treats each row as its own
+/// **Cautious masking** ([`Hyper::caution`]) treats each row as its own
 /// tensor: the mask is counted over the row's `dim` lanes, as a dense step
 /// of that row would.
 ///
@@ -666,7 +669,7 @@ pub fn adopt_step_rows_ext(
     let Some(plan) = plan(table.len(), rows, grads, state, hyper, options)? else {
         return Ok(());
     };
-    let kernel = options.kernel.unwrap_or_else(Kernel::active);
+    let kernel = crate::resolve_kernel(options.kernel)?;
     execute(kernel, table, grads, state, hyper, &plan);
     Ok(())
 }

@@ -4,8 +4,8 @@
 mod common;
 
 use adopt::{
-    Buffer, Clip, Error, Hyper, HyperParam, State, StateView, adopt_step, adopt_step_view,
-    reference,
+    Buffer, Caution, Clip, DecayScaling, Error, Float, Hyper, HyperParam, State, StateView,
+    WeightDecay, adopt_step, adopt_step_view, reference,
 };
 use common::assert_same_bits;
 
@@ -27,15 +27,31 @@ struct Case {
 }
 
 fn hyper_error(param: HyperParam, value: f64) -> Error {
-    Error::InvalidHyper { param, value }
+    Error::InvalidHyper {
+        param,
+        value: Float(value),
+    }
+}
+
+fn overflow(param: HyperParam, value: f64) -> Error {
+    Error::HyperOverflow {
+        param,
+        value: Float(value),
+    }
+}
+
+fn clip_overflows_at_three(t: u64) -> f64 {
+    if t >= 3 { 1e39 } else { 1.0 }
 }
 
 fn cases() -> Vec<Case> {
     let d = Hyper::default();
     let corrected = |max_lr| Hyper {
-        weight_decay: 0.1,
-        decouple: true,
-        decay_scaling: adopt::DecayScaling::Corrected { max_lr },
+        weight_decay: WeightDecay::Decoupled {
+            weight_decay: 0.1,
+            scaling: DecayScaling::Corrected { max_lr },
+            first_step: false,
+        },
         ..d
     };
     let ok = (5, 5, 5, 5);
@@ -51,22 +67,164 @@ fn cases() -> Vec<Case> {
             "max_lr zero",
             (5, 5, 5, 5),
             3,
-            corrected(0.0),
+            corrected(Some(0.0)),
             hyper_error(HyperParam::MaxLr, 0.0),
         ),
         case(
             "max_lr NaN",
             (5, 5, 5, 5),
             0,
-            corrected(f64::NAN),
+            corrected(Some(f64::NAN)),
             hyper_error(HyperParam::MaxLr, f64::NAN),
         ),
         case(
             "max_lr infinite",
             (5, 5, 5, 5),
             3,
-            corrected(f64::INFINITY),
+            corrected(Some(f64::INFINITY)),
             hyper_error(HyperParam::MaxLr, f64::INFINITY),
+        ),
+        case(
+            "max_lr unset outside an optimizer group",
+            ok,
+            0,
+            corrected(None),
+            Error::MaxLrUnset,
+        ),
+        // Finite in f64, but the f32 step would compute with infinities
+        // (the reference raises for each of these).
+        case(
+            "lr overflows f32",
+            ok,
+            3,
+            Hyper { lr: 1e39, ..d },
+            overflow(HyperParam::Lr, 1e39),
+        ),
+        case(
+            "lr f64::MAX",
+            ok,
+            0,
+            Hyper { lr: f64::MAX, ..d },
+            overflow(HyperParam::Lr, f64::MAX),
+        ),
+        case(
+            "lr just above f32::MAX",
+            ok,
+            3,
+            Hyper {
+                lr: f32::MAX as f64 * (1.0 + 1e-15),
+                ..d
+            },
+            overflow(HyperParam::Lr, f32::MAX as f64 * (1.0 + 1e-15)),
+        ),
+        case(
+            "eps overflows f32",
+            ok,
+            3,
+            Hyper { eps: 1e39, ..d },
+            overflow(HyperParam::Eps, 1e39),
+        ),
+        case(
+            "L2 weight_decay overflows f32",
+            ok,
+            0,
+            Hyper {
+                weight_decay: WeightDecay::l2(1e39),
+                ..d
+            },
+            overflow(HyperParam::WeightDecay, 1e39),
+        ),
+        case(
+            "decoupled weight_decay overflows f32",
+            ok,
+            3,
+            Hyper {
+                weight_decay: WeightDecay::decoupled(1e39),
+                ..d
+            },
+            overflow(HyperParam::WeightDecay, 1e39),
+        ),
+        case(
+            "lr·weight_decay overflows f32",
+            ok,
+            3,
+            Hyper {
+                lr: 1e20,
+                weight_decay: WeightDecay::decoupled(1e20),
+                ..d
+            },
+            overflow(HyperParam::DecayRate, 1e40),
+        ),
+        case(
+            "lr·weight_decay overflows f32 on the first step too",
+            ok,
+            0,
+            Hyper {
+                lr: 1e20,
+                weight_decay: WeightDecay::decoupled(1e20),
+                ..d
+            },
+            overflow(HyperParam::DecayRate, 1e40),
+        ),
+        case(
+            "corrected decay rate overflows f32",
+            ok,
+            3,
+            corrected(Some(1e-300)),
+            overflow(HyperParam::DecayRate, 1e-3 * 1e-3 / 1e-300 * 0.1),
+        ),
+        case(
+            "constant clip overflows f32",
+            ok,
+            0,
+            Hyper {
+                clip: Clip::Constant(1e39),
+                ..d
+            },
+            overflow(HyperParam::ClipScale, 1e39),
+        ),
+        case(
+            "clip schedule overflows f32 at step 3",
+            ok,
+            3,
+            Hyper {
+                clip: Clip::Custom(clip_overflows_at_three),
+                ..d
+            },
+            Error::InvalidClip {
+                step: 3,
+                threshold: Float(1e39),
+            },
+        ),
+        case(
+            "power clip overflows f32 at step 4",
+            ok,
+            4,
+            Hyper {
+                clip: Clip::Power {
+                    scale: 1e38,
+                    exponent: 1.0,
+                },
+                ..d
+            },
+            Error::InvalidClip {
+                step: 4,
+                threshold: Float(4e38),
+            },
+        ),
+        case(
+            "clip offset shifts the step the schedule sees",
+            ok,
+            2,
+            Hyper {
+                clip: Clip::Custom(clip_overflows_at_three),
+                clip_offset: 1,
+                ..d
+            },
+            Error::InvalidClip {
+                step: 3,
+                threshold: Float(1e39),
+            },
         ),
         case(
             "grads short",
@@ -217,7 +375,7 @@ fn cases() -> Vec<Case> {
             ok,
             3,
             Hyper {
-                weight_decay: -0.1,
+                weight_decay: WeightDecay::l2(-0.1),
                 ..d
             },
             hyper_error(HyperParam::WeightDecay, -0.1),
@@ -227,8 +385,7 @@ fn cases() -> Vec<Case> {
             ok,
             3,
             Hyper {
-                weight_decay: f64::NAN,
-                decouple: true,
+                weight_decay: WeightDecay::decoupled(f64::NAN),
                 ..d
             },
             hyper_error(HyperParam::WeightDecay, f64::NAN),
@@ -289,7 +446,7 @@ fn cases() -> Vec<Case> {
             },
             Error::InvalidClip {
                 step: 1,
-                threshold: f64::NAN,
+                threshold: Float(f64::NAN),
             },
         ),
         case(
@@ -302,7 +459,7 @@ fn cases() -> Vec<Case> {
             },
             Error::InvalidClip {
                 step: 2,
-                threshold: -0.5,
+                threshold: Float(-0.5),
             },
         ),
         case("step count exhausted", ok, u64::MAX, d, Error::StepOverflow),
@@ -342,7 +499,7 @@ fn every_bad_input_gets_its_error_and_changes_nothing() {
                 &mut StateView::new(&mut m, &mut v, &mut step),
                 &c.hyper,
             );
-            assert_eq!(got, Err(c.want), "{name}: {}", c.what);
+            assert_eq!(got, Err(c.want.clone()), "{name}: {}", c.what);
             let what = format!("{name}: {}", c.what);
             assert_same_bits(&p, &p0, &format!("{what}: params changed"));
             assert_same_bits(&m, &m0, &format!("{what}: exp_avg changed"));
@@ -354,7 +511,7 @@ fn every_bad_input_gets_its_error_and_changes_nothing() {
         let mut p = p0.clone();
         assert_eq!(
             adopt_step(&mut p, &grads, &mut state, &c.hyper),
-            Err(c.want),
+            Err(c.want.clone()),
             "adopt_step: {}",
             c.what
         );
@@ -406,7 +563,7 @@ fn error_messages_name_the_buffer_and_parameter() {
     );
     let e = Error::InvalidHyper {
         param: HyperParam::Beta2,
-        value: 1.5,
+        value: Float(1.5),
     };
     assert_eq!(
         e.to_string(),
@@ -414,12 +571,34 @@ fn error_messages_name_the_buffer_and_parameter() {
     );
     let e = Error::InvalidClip {
         step: 4,
-        threshold: -1.0,
+        threshold: Float(-1.0),
     };
     assert_eq!(
         e.to_string(),
         "clip threshold at step 4 is -1: must be >= 0 and not NaN"
     );
+    let e = Error::TableMismatch {
+        rows: 10,
+        dim: 4,
+        got: 36,
+    };
+    assert_eq!(
+        e.to_string(),
+        "table has 36 lanes, expected 10 rows of 4 lanes (the state's shape)"
+    );
+    let e = Error::HyperOverflow {
+        param: HyperParam::DecayRate,
+        value: Float(1e40),
+    };
+    assert_eq!(
+        e.to_string(),
+        "hyperparameter the decoupled decay rate (lr·weight_decay, as scaled) = 1e40 overflows f32 (the largest f32 is 3.4028235e38)"
+    );
+    let e = Error::InvalidClip {
+        step: 2,
+        threshold: Float(1e39),
+    };
+    assert!(e.to_string().contains("which overflows f32"), "{e}");
     let boxed: Box<dyn std::error::Error> = Box::new(Error::StepOverflow);
     assert!(boxed.to_string().contains("u64::MAX"));
 }
@@ -451,7 +630,7 @@ fn bad_inv_scale_is_refused_and_found_inf_changes_nothing() {
                 got,
                 Err(Error::InvalidHyper {
                     param: HyperParam::InvScale,
-                    value
+                    value: Float(value)
                 })
             );
             assert_eq!(state, State::from_parts(vec![0.5; 5], vec![2.0; 5], 3));
@@ -491,7 +670,7 @@ fn bad_inv_scale_is_refused_and_found_inf_changes_nothing() {
 fn impossible_caution_masks_and_unavailable_kernels_are_refused() {
     use adopt::{CautionMask, Kernel, StepOptions, adopt_step_ext};
     let hyper = Hyper {
-        cautious: true,
+        caution: Caution::Timm,
         ..Hyper::default()
     };
     let cases = [

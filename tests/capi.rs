@@ -6,7 +6,7 @@ mod common;
 
 use adopt::capi::*;
 use adopt::precision::{Rounding, adopt_step_half};
-use adopt::{Adopt, Clip, DecayScaling, Hyper, Item, State, adopt_step};
+use adopt::{Adopt, Caution, Clip, DecayScaling, Hyper, Item, State, WeightDecay, adopt_step};
 use common::assert_same_bits;
 use core::ffi::CStr;
 use core::ptr::{null, null_mut};
@@ -34,8 +34,7 @@ fn hypers() -> Vec<(AdoptHyper, Hyper)> {
         h,
         Hyper {
             lr: 1e-2,
-            weight_decay: 0.05,
-            decouple: true,
+            weight_decay: WeightDecay::decoupled(0.05),
             ..Hyper::default()
         },
     ));
@@ -53,7 +52,7 @@ fn hypers() -> Vec<(AdoptHyper, Hyper)> {
         Hyper {
             lr: 3e-2,
             betas: (0.8, 0.99),
-            weight_decay: 0.01,
+            weight_decay: WeightDecay::l2(0.01),
             clip: Clip::Constant(0.5),
             nesterov: true,
             maximize: true,
@@ -68,17 +67,19 @@ fn hypers() -> Vec<(AdoptHyper, Hyper)> {
     h.decouple = 1;
     h.decay_scaling = ADOPT_DECAY_CORRECTED;
     h.max_lr = 0.2;
-    h.cautious = 1;
+    h.caution = ADOPT_CAUTION_TIMM;
     out.push((
         h,
         Hyper {
             lr: 1e-1,
             eps: 1e-8,
             clip: Clip::None,
-            weight_decay: 0.1,
-            decouple: true,
-            decay_scaling: DecayScaling::Corrected { max_lr: 0.2 },
-            cautious: true,
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.1,
+                scaling: DecayScaling::Corrected { max_lr: Some(0.2) },
+                first_step: false,
+            },
+            caution: Caution::Timm,
             ..Hyper::default()
         },
     ));
@@ -95,9 +96,37 @@ fn hypers() -> Vec<(AdoptHyper, Hyper)> {
                 scale: 2.0,
                 exponent: 0.5,
             },
-            weight_decay: 0.5,
-            decouple: true,
-            decay_scaling: DecayScaling::Fixed,
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.5,
+                scaling: DecayScaling::Fixed,
+                first_step: false,
+            },
+            ..Hyper::default()
+        },
+    ));
+    // pytorch-optimizer's variants: its cautious rule, first-step decay and
+    // its clip schedule counted from the step being taken; β1 <= 0.5 (the
+    // lerp's second form).
+    let mut h = d;
+    h.lr = 2e-2;
+    h.beta1 = 0.3;
+    h.weight_decay = 0.1;
+    h.decouple = 1;
+    h.first_step_decay = 1;
+    h.clip_offset = 1;
+    h.caution = ADOPT_CAUTION_PYTORCH_OPTIMIZER;
+    out.push((
+        h,
+        Hyper {
+            lr: 2e-2,
+            betas: (0.3, 0.9999),
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.1,
+                scaling: DecayScaling::Lr,
+                first_step: true,
+            },
+            clip_offset: 1,
+            caution: Caution::PytorchOptimizer,
             ..Hyper::default()
         },
     ));
@@ -156,10 +185,26 @@ fn default_hyperparameters_are_the_reference_defaults() {
     );
     assert_eq!(h.decay_scaling, ADOPT_DECAY_LR);
     assert_eq!(
-        (h.decouple, h.maximize, h.nesterov, h.cautious),
-        (0, 0, 0, 0)
+        (
+            h.decouple,
+            h.maximize,
+            h.nesterov,
+            h.caution,
+            h.first_step_decay
+        ),
+        (0, 0, 0, ADOPT_CAUTION_OFF, 0)
     );
-    assert_eq!(AdoptHyper::from(&r), h);
+    assert_eq!((h.clip_offset, h.max_lr), (0, 0.0));
+    assert_eq!(h.size as usize, std::mem::size_of::<AdoptHyper>());
+    assert_eq!(AdoptHyper::try_from(&r), Ok(h));
+    fn custom(_: u64) -> f64 {
+        1.0
+    }
+    let custom = Hyper {
+        clip: Clip::Custom(custom),
+        ..r
+    };
+    assert_eq!(AdoptHyper::try_from(&custom), Err(CustomClipError));
 }
 
 #[test]
@@ -272,6 +317,35 @@ fn every_bad_input_gets_its_status_and_message_and_changes_nothing() {
         h.clip_scale = 0.0;
         h.clip_exponent = 1e308; // 0 · 3^1e308 = 0 · inf = NaN at step 3
     });
+    let huge_lr = with(|h| h.lr = 1e39);
+    let max_lr_f64 = with(|h| h.lr = f64::MAX);
+    let huge_eps = with(|h| h.eps = 1e39);
+    let huge_l2 = with(|h| h.weight_decay = 1e39);
+    let huge_rate = with(|h| {
+        h.lr = 1e20;
+        h.weight_decay = 1e20;
+        h.decouple = 1;
+    });
+    let tiny_max_lr = with(|h| {
+        h.weight_decay = 0.1;
+        h.decouple = 1;
+        h.decay_scaling = ADOPT_DECAY_CORRECTED;
+        h.max_lr = 1e-300;
+    });
+    let unset_max_lr = with(|h| {
+        h.weight_decay = 0.1;
+        h.decouple = 1;
+        h.decay_scaling = ADOPT_DECAY_CORRECTED;
+    });
+    let huge_clip = with(|h| {
+        h.clip = ADOPT_CLIP_CONSTANT;
+        h.clip_scale = 1e39;
+    });
+    let bad_caution = with(|h| h.caution = 3);
+    let l2_first_step = with(|h| h.first_step_decay = 1);
+    let l2_scaled = with(|h| h.decay_scaling = ADOPT_DECAY_FIXED);
+    let small_size = with(|h| h.size -= 8);
+    let large_size = with(|h| h.size += 8);
     let (pp, gp, mp, vp) = (p.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
     let sp: *mut u64 = &mut step;
     let ok = Raw {
@@ -312,6 +386,19 @@ fn every_bad_input_gets_its_status_and_message_and_changes_nothing() {
         ("flag 2", Raw { hyper: &bad_flag, ..ok }, AdoptStatus::InvalidArgument, "hyper.decouple is 2: must be 0 or 1"),
         ("decay kind", Raw { hyper: &bad_decay, ..ok }, AdoptStatus::InvalidArgument, "hyper.decay_scaling is 3"),
         ("NaN clip", Raw { hyper: &nan_clip, ..ok }, AdoptStatus::InvalidClip, "clip threshold at step 3 is NaN"),
+        ("lr overflows f32", Raw { hyper: &huge_lr, ..ok }, AdoptStatus::HyperOverflow, "hyperparameter lr = 1e39 overflows f32"),
+        ("lr f64::MAX", Raw { hyper: &max_lr_f64, ..ok }, AdoptStatus::HyperOverflow, "lr = 1.7976931348623157e308 overflows f32"),
+        ("eps overflows f32", Raw { hyper: &huge_eps, ..ok }, AdoptStatus::HyperOverflow, "eps = 1e39 overflows f32"),
+        ("L2 overflows f32", Raw { hyper: &huge_l2, ..ok }, AdoptStatus::HyperOverflow, "weight_decay = 1e39 overflows f32"),
+        ("lr·wd overflows f32", Raw { hyper: &huge_rate, ..ok }, AdoptStatus::HyperOverflow, "decoupled decay rate (lr·weight_decay, as scaled) = 1e40 overflows f32"),
+        ("corrected rate overflows f32", Raw { hyper: &tiny_max_lr, ..ok }, AdoptStatus::HyperOverflow, "overflows f32"),
+        ("max_lr unset in a single step", Raw { hyper: &unset_max_lr, ..ok }, AdoptStatus::MaxLrUnset, "without max_lr"),
+        ("constant clip overflows f32", Raw { hyper: &huge_clip, ..ok }, AdoptStatus::HyperOverflow, "clip scale = 1e39 overflows f32"),
+        ("caution kind", Raw { hyper: &bad_caution, ..ok }, AdoptStatus::InvalidArgument, "hyper.caution is 3"),
+        ("first-step decay with L2", Raw { hyper: &l2_first_step, ..ok }, AdoptStatus::InvalidArgument, "apply to decoupled decay only"),
+        ("decay scaling with L2", Raw { hyper: &l2_scaled, ..ok }, AdoptStatus::InvalidArgument, "apply to decoupled decay only"),
+        ("struct too small", Raw { hyper: &small_size, ..ok }, AdoptStatus::InvalidArgument, "hyper.size is"),
+        ("struct too large", Raw { hyper: &large_size, ..ok }, AdoptStatus::InvalidArgument, "initialise it with adopt_hyper_default()"),
         ("step overflow", Raw { step: &mut max_step, ..ok }, AdoptStatus::StepOverflow, "step count is u64::MAX"),
         ("misaligned", Raw { m: (misaligned, n), ..ok }, AdoptStatus::InvalidArgument, "is not aligned to 4 bytes"),
         ("too long", Raw { v: (vp, usize::MAX / 2), ..ok }, AdoptStatus::InvalidArgument, "more than memory can hold"),
@@ -471,6 +558,10 @@ impl Opt {
         // SAFETY: a live optimizer; bytes valid for its length.
         unsafe { adopt_optimizer_load(self.0, bytes.as_ptr(), bytes.len()) }
     }
+    fn load_by_name(&self, bytes: &[u8]) -> AdoptStatus {
+        // SAFETY: a live optimizer; bytes valid for its length.
+        unsafe { adopt_optimizer_load_by_name(self.0, bytes.as_ptr(), bytes.len()) }
+    }
     fn param_step(&self, param: u32) -> Result<u64, AdoptStatus> {
         let mut step = u64::MAX;
         // SAFETY: a live optimizer; a valid out-pointer.
@@ -626,8 +717,60 @@ fn the_optimizer_object_matches_the_rust_optimizer_and_round_trips_checkpoints()
     other.add_group(&c0).unwrap();
     other.add_param(0, 2, None).unwrap();
     assert_eq!(restored.load(&other.save()), AdoptStatus::Checkpoint);
-    assert!(message().contains("checkpoint holds 1 parameters, the optimizer has 3"));
+    assert!(
+        message().contains("checkpoint holds 1 parameter groups, the optimizer has 2"),
+        "{}",
+        message()
+    );
     assert_eq!(restored.save(), before);
+}
+
+/// A checkpoint whose parameters are named in another order is refused by
+/// `adopt_optimizer_load` and loaded by `adopt_optimizer_load_by_name`, each
+/// parameter receiving its own state.
+#[test]
+fn loads_check_names_and_load_by_name_maps_them() {
+    let h = adopt_hyper_default();
+    let build = |names: [&CStr; 2]| {
+        let opt = Opt::new();
+        let g = opt.add_group(&h).unwrap();
+        let ids = names.map(|n| opt.add_param(g, 4, Some(n)).unwrap());
+        let (mut a, mut b) = (lanes(4, 1), lanes(4, 2));
+        let (ga, gb) = (lanes(4, 3), lanes(4, 4));
+        for _ in 0..2 {
+            let items = [
+                item(ids[0], &mut a, Some(&ga)),
+                item(ids[1], &mut b, Some(&gb)),
+            ];
+            assert_eq!(opt.step(&items), AdoptStatus::Ok);
+        }
+        opt
+    };
+    let saved = build([c"decoder.weight", c"encoder.weight"]).save();
+    let into = build([c"encoder.weight", c"decoder.weight"]);
+    let before = into.save();
+    assert_eq!(into.load(&saved), AdoptStatus::Checkpoint);
+    assert!(
+        message().contains("checkpoint parameter 0 is named \"decoder.weight\""),
+        "{}",
+        message()
+    );
+    assert_eq!(into.save(), before, "a refused load changes nothing");
+    assert_eq!(into.load_by_name(&saved), AdoptStatus::Ok);
+    // Loaded by name, then saved by position: the states are swapped back
+    // into the saving optimizer's order.
+    let (theirs, ours) = (
+        Adopt::from_checkpoint(&saved).unwrap(),
+        Adopt::from_checkpoint(&into.save()).unwrap(),
+    );
+    assert_eq!(
+        ours.state(adopt::ParamId(0)).unwrap(),
+        theirs.state(adopt::ParamId(1)).unwrap()
+    );
+    assert_eq!(
+        ours.state(adopt::ParamId(1)).unwrap(),
+        theirs.state(adopt::ParamId(0)).unwrap()
+    );
 }
 
 /// The scaled step matches `Adopt::step_scaled`; `found_inf` = 1 changes
@@ -740,6 +883,27 @@ fn optimizer_errors_get_their_status_and_change_nothing() {
         Ok(h),
         "set_hyper refused, nothing changed"
     );
+    // Finite in f64, overflowing f32: refused by set_hyper and add_group.
+    let mut huge = h;
+    huge.lr = 1e20;
+    huge.weight_decay = 1e20;
+    huge.decouple = 1;
+    assert_eq!(opt.set_hyper(g, &huge), AdoptStatus::HyperOverflow);
+    assert!(message().contains("= 1e40 overflows f32"), "{}", message());
+    assert_eq!(opt.add_group(&huge), Err(AdoptStatus::HyperOverflow));
+    assert_eq!(
+        opt.get_hyper(g),
+        Ok(h),
+        "set_hyper refused, nothing changed"
+    );
+    // In a group, an unset max_lr is the group's initial lr: accepted.
+    let mut corrected = h;
+    corrected.weight_decay = 0.1;
+    corrected.decouple = 1;
+    corrected.decay_scaling = ADOPT_DECAY_CORRECTED;
+    assert_eq!(opt.set_hyper(g, &corrected), AdoptStatus::Ok);
+    assert_eq!(opt.get_hyper(g), Ok(corrected));
+    assert_eq!(opt.set_hyper(g, &h), AdoptStatus::Ok);
     assert_eq!(opt.set_hyper(7, &h), AdoptStatus::UnknownGroup);
     assert_eq!(message(), "unknown group id 7");
     assert_eq!(opt.get_hyper(7), Err(AdoptStatus::UnknownGroup));
@@ -918,8 +1082,7 @@ fn python_example_expectation_is_what_rust_computes() {
     };
     let hyper = Hyper {
         lr: 1e-2,
-        weight_decay: 0.01,
-        decouple: true,
+        weight_decay: WeightDecay::decoupled(0.01),
         ..Hyper::default()
     };
     let mut p = params;
@@ -942,7 +1105,9 @@ fn python_example_expectation_is_what_rust_computes() {
     assert!(committed == bytes, "{path} is stale: run with BLESS=1");
     // The same through the C ABI's optimizer, for good measure.
     let opt = Opt::new();
-    let g = opt.add_group(&AdoptHyper::from(&hyper)).unwrap();
+    let g = opt
+        .add_group(&AdoptHyper::try_from(&hyper).unwrap())
+        .unwrap();
     let id = opt.add_param(g, n, None).unwrap();
     let mut q: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
     for s in 0..5 {

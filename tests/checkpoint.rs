@@ -2,7 +2,10 @@
 //! truncated, foreign or mismatched data refused with the optimizer unchanged.
 
 use adopt::checkpoint::{MAGIC, VERSION, crc32};
-use adopt::{Adopt, CheckpointError, Clip, DecayScaling, Error, GroupId, Hyper, Item, ParamId};
+use adopt::{
+    Adopt, Caution, CheckpointError, Clip, DecayScaling, Error, GroupId, Hyper, Item, ParamId,
+    WeightDecay,
+};
 use proptest::prelude::*;
 
 fn trained() -> Adopt {
@@ -10,8 +13,7 @@ fn trained() -> Adopt {
     let g0 = opt
         .add_group(Hyper {
             lr: 0.01,
-            weight_decay: 0.1,
-            decouple: true,
+            weight_decay: WeightDecay::decoupled(0.1),
             nesterov: true,
             ..Hyper::default()
         })
@@ -19,7 +21,13 @@ fn trained() -> Adopt {
     let g1 = opt
         .add_group(Hyper {
             clip: Clip::Constant(0.5),
-            decay_scaling: DecayScaling::Corrected { max_lr: 0.1 },
+            clip_offset: 1,
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.01,
+                scaling: DecayScaling::Corrected { max_lr: None },
+                first_step: true,
+            },
+            caution: Caution::PytorchOptimizer,
             ..Hyper::default()
         })
         .unwrap();
@@ -140,11 +148,19 @@ fn unused_fields_must_be_zero() {
     .unwrap();
     let good = opt.save().unwrap();
     // Group 0 starts after the header and the group count: five f64, flags,
-    // clip kind, clip a, clip b, decay kind, max_lr.
-    let clip_a = 20 + 4 + 40 + 1 + 1;
+    // caution, clip kind, clip a, clip b, clip offset, decay kind, decay
+    // coefficient, decay scaling, max_lr, first-step decay.
+    let clip_a = 20 + 4 + 40 + 1 + 1 + 1;
     let clip_b = clip_a + 8;
-    let max_lr = clip_b + 8 + 1;
-    for (offset, what) in [(clip_a, "clip a"), (clip_b, "clip b"), (max_lr, "max_lr")] {
+    let coefficient = clip_b + 8 + 8 + 1;
+    let max_lr = coefficient + 8 + 1;
+    let fields = [
+        (clip_a, "clip a"),
+        (clip_b, "clip b"),
+        (coefficient, "decay coefficient"),
+        (max_lr, "max_lr"),
+    ];
+    for (offset, what) in fields {
         for value in [-0.0_f64, 1.0, f64::NAN] {
             let mut bad = good.clone();
             bad[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
@@ -184,34 +200,209 @@ fn versions_and_shapes_are_checked() {
         Adopt::from_checkpoint(&resign(zero)).unwrap_err(),
         Error::Checkpoint(CheckpointError::UnsupportedVersion(0))
     );
+}
 
-    // An optimizer with other registered shapes refuses, unchanged.
-    let mut other = Adopt::new();
-    let g = other.add_group(Hyper::default()).unwrap();
-    other.add_param(g, 3, None).unwrap();
-    other.add_param(g, 5, None).unwrap();
-    other.add_param(g, 4, None).unwrap();
-    let before = other.save().unwrap();
+fn mismatch(e: CheckpointError) -> Result<(), Error> {
+    Err(Error::Checkpoint(e))
+}
+
+/// An optimizer of two groups with `names` (two in group 0, one in group
+/// 1; `None` entries unnamed) and lanes 4, 4, 2, each parameter stepped
+/// twice with its own gradient, so every state differs.
+fn layout(names: [Option<&str>; 3], groups: [u32; 3], lanes: [usize; 3]) -> Adopt {
+    let mut opt = Adopt::new();
+    let gs = [
+        opt.add_group(Hyper {
+            lr: 0.01,
+            ..Hyper::default()
+        })
+        .unwrap(),
+        opt.add_group(Hyper {
+            lr: 0.02,
+            ..Hyper::default()
+        })
+        .unwrap(),
+    ];
+    let ids: Vec<ParamId> = (0..3)
+        .map(|i| {
+            opt.add_param(gs[groups[i] as usize], lanes[i], names[i])
+                .unwrap()
+        })
+        .collect();
+    for _ in 0..2 {
+        let mut data: Vec<Vec<f32>> = lanes.iter().map(|&n| vec![1.0; n]).collect();
+        let grads: Vec<Vec<f32>> = (0..3)
+            .map(|i| vec![0.1 * (i + 1) as f32; lanes[i]])
+            .collect();
+        let mut items: Vec<Item<'_>> = data
+            .iter_mut()
+            .zip(&ids)
+            .zip(&grads)
+            .map(|((d, &id), g)| Item {
+                id,
+                params: d,
+                grads: Some(g),
+            })
+            .collect();
+        opt.step(&mut items).unwrap();
+    }
+    opt
+}
+
+/// Loading into an optimizer with another layout is refused with the
+/// reason, and changes nothing; the optimizer's own layout always wins.
+#[test]
+fn loading_into_another_layout_is_refused_and_changes_nothing() {
+    let names = [Some("decoder.weight"), Some("encoder.weight"), Some("head")];
+    let saved = layout(names, [0, 0, 1], [4, 4, 2]).save().unwrap();
+    let refuse = |mut into: Adopt, want: CheckpointError| {
+        let before = into.save().unwrap();
+        assert_eq!(into.load(&saved), mismatch(want.clone()));
+        assert_eq!(into.save().unwrap(), before, "{want:?}: changed");
+    };
+
+    // The case: two 4-lane parameters in the other order. Each would
+    // silently receive the other's moments.
+    let swapped = [Some("encoder.weight"), Some("decoder.weight"), Some("head")];
+    refuse(
+        layout(swapped, [0, 0, 1], [4, 4, 2]),
+        CheckpointError::NameMismatch {
+            param: 0,
+            expected: "encoder.weight".into(),
+            got: "decoder.weight".into(),
+        },
+    );
+    // A parameter moved to the other group.
+    refuse(
+        layout(names, [0, 1, 1], [4, 4, 2]),
+        CheckpointError::GroupMismatch {
+            param: 1,
+            expected: 1,
+            got: 0,
+        },
+    );
+    // Other lanes.
+    refuse(
+        layout(names, [0, 0, 1], [4, 4, 3]),
+        CheckpointError::LanesMismatch {
+            param: 2,
+            expected: 3,
+            got: 2,
+        },
+    );
+    // Another number of parameters.
+    let mut more = layout(names, [0, 0, 1], [4, 4, 2]);
+    more.add_param(GroupId(1), 1, None).unwrap();
+    refuse(
+        more,
+        CheckpointError::ParamCountMismatch {
+            expected: 4,
+            got: 3,
+        },
+    );
+    // Another number of groups.
+    let mut groups = layout(names, [0, 0, 1], [4, 4, 2]);
+    groups.add_group(Hyper::default()).unwrap();
+    refuse(
+        groups,
+        CheckpointError::GroupCountMismatch {
+            expected: 3,
+            got: 2,
+        },
+    );
+
+    // Unnamed on either side: matched by position.
+    let mut unnamed = layout([None, None, Some("head")], [0, 0, 1], [4, 4, 2]);
+    unnamed.load(&saved).unwrap();
     assert_eq!(
-        other.load(&good),
-        Err(Error::Checkpoint(CheckpointError::ShapeMismatch {
+        unnamed.param(ParamId(0)).unwrap().2,
+        None,
+        "the optimizer's names stay"
+    );
+    // Replacing the layout is its own call.
+    let mut replaced = layout(swapped, [0, 0, 1], [4, 4, 2]);
+    assert_ne!(replaced.save().unwrap(), saved);
+    replaced = Adopt::from_checkpoint(&saved).unwrap();
+    assert_eq!(replaced.save().unwrap(), saved);
+    assert_eq!(
+        replaced.param(ParamId(0)).unwrap().2,
+        Some("decoder.weight")
+    );
+}
+
+/// `load_by_name` gives each named parameter the state saved under its
+/// name, wherever it was; unnamed ones load by position.
+#[test]
+fn load_by_name_maps_states_by_name() {
+    let names = [Some("decoder.weight"), Some("encoder.weight"), None];
+    let original = layout(names, [0, 0, 1], [4, 4, 2]);
+    let saved = original.save().unwrap();
+    let swapped = [Some("encoder.weight"), Some("decoder.weight"), None];
+    // Stepped by position, so before the load its states are in the other
+    // order.
+    let mut into = layout(swapped, [0, 0, 1], [4, 4, 2]);
+    into.load_by_name(&saved).unwrap();
+    assert_eq!(
+        into.state(ParamId(0)).unwrap(),
+        original.state(ParamId(1)).unwrap()
+    );
+    assert_eq!(
+        into.state(ParamId(1)).unwrap(),
+        original.state(ParamId(0)).unwrap()
+    );
+    assert_eq!(
+        into.state(ParamId(2)).unwrap(),
+        original.state(ParamId(2)).unwrap()
+    );
+    assert_eq!(into.param(ParamId(0)).unwrap().2, Some("encoder.weight"));
+    assert_ne!(
+        original.state(ParamId(0)).unwrap(),
+        original.state(ParamId(1)).unwrap(),
+        "the two states differ, so a swap is visible"
+    );
+
+    let refuse = |mut into: Adopt, want: CheckpointError| {
+        let before = into.save().unwrap();
+        assert_eq!(into.load_by_name(&saved), mismatch(want.clone()));
+        assert_eq!(into.save().unwrap(), before, "{want:?}: changed");
+    };
+    refuse(
+        layout(
+            [Some("encoder.weight"), Some("other"), None],
+            [0, 0, 1],
+            [4, 4, 2],
+        ),
+        CheckpointError::NameNotFound {
+            name: "other".into(),
+        },
+    );
+    refuse(
+        layout(
+            [Some("encoder.weight"), Some("encoder.weight"), None],
+            [0, 0, 1],
+            [4, 4, 2],
+        ),
+        CheckpointError::DuplicateName {
+            name: "encoder.weight".into(),
+        },
+    );
+    // A name that moved group, or changed lanes, is still refused.
+    refuse(
+        layout(swapped, [0, 1, 1], [4, 4, 2]),
+        CheckpointError::GroupMismatch {
+            param: 1,
+            expected: 1,
+            got: 0,
+        },
+    );
+    refuse(
+        layout(swapped, [0, 0, 1], [4, 5, 2]),
+        CheckpointError::LanesMismatch {
             param: 1,
             expected: 5,
-            got: 2
-        }))
+            got: 4,
+        },
     );
-    other.add_param(g, 1, None).unwrap();
-    let before4 = other.save().unwrap();
-    assert_ne!(before, before4);
-    assert_eq!(
-        other.load(&good),
-        Err(Error::Checkpoint(CheckpointError::ShapeMismatch {
-            param: u32::MAX,
-            expected: 4,
-            got: 3
-        }))
-    );
-    assert_eq!(other.save().unwrap(), before4);
 }
 
 #[test]
@@ -281,8 +472,8 @@ fn committed_version_1_checkpoint_still_loads_with_defaults() {
     let opt = Adopt::from_checkpoint(&bytes).unwrap();
     let h0 = opt.hyper(GroupId(0)).unwrap();
     assert_eq!(
-        (h0.lr, h0.weight_decay, h0.decouple, h0.maximize),
-        (0.01, 0.1, true, false)
+        (h0.lr, h0.weight_decay, h0.maximize),
+        (0.01, WeightDecay::decoupled(0.1), false)
     );
     assert!(matches!(
         h0.clip,
@@ -291,9 +482,14 @@ fn committed_version_1_checkpoint_still_loads_with_defaults() {
             exponent: 0.25
         }
     ));
-    // Fields added in version 2 take their defaults.
-    assert_eq!(h0.decay_scaling, DecayScaling::Lr);
+    // Fields added in versions 2 and 3 take their defaults.
     assert!(!h0.nesterov);
+    assert_eq!((h0.caution, h0.clip_offset), (Caution::Off, 0));
+    assert_eq!(opt.initial_lr(GroupId(0)).unwrap(), 0.01);
+    assert_eq!(
+        opt.hyper(GroupId(1)).unwrap().weight_decay,
+        WeightDecay::None
+    );
     assert_eq!(opt.param(ParamId(0)).unwrap(), (GroupId(0), 2, None));
     let s = opt.state(ParamId(0)).unwrap().unwrap();
     assert_eq!(
@@ -303,9 +499,129 @@ fn committed_version_1_checkpoint_still_loads_with_defaults() {
     assert!(opt.state(ParamId(1)).unwrap().is_none());
     assert!(opt.hyper(GroupId(1)).unwrap().maximize);
     // Saving writes the current version, which loads back the same.
-    let v2 = opt.save().unwrap();
-    assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), VERSION);
-    assert_eq!(Adopt::from_checkpoint(&v2).unwrap().save().unwrap(), v2);
+    let current = opt.save().unwrap();
+    assert_eq!(
+        u32::from_le_bytes(current[8..12].try_into().unwrap()),
+        VERSION
+    );
+    assert_eq!(
+        Adopt::from_checkpoint(&current).unwrap().save().unwrap(),
+        current
+    );
+}
+
+const V2_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/checkpoint_v2.bin");
+
+/// The optimizer `tests/data/checkpoint_v2.bin` was saved from (by the
+/// release that wrote version 2), rebuilt with today's API: its groups,
+/// then its parameters stepped three times.
+fn v2_source() -> Adopt {
+    let mut opt = Adopt::new();
+    let g0 = opt
+        .add_group(Hyper {
+            lr: 0.01,
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.1,
+                scaling: DecayScaling::Corrected { max_lr: Some(0.05) },
+                first_step: false,
+            },
+            nesterov: true,
+            ..Hyper::default()
+        })
+        .unwrap();
+    let g1 = opt
+        .add_group(Hyper {
+            lr: 0.002,
+            betas: (0.3, 0.99),
+            clip: Clip::Constant(0.5),
+            weight_decay: WeightDecay::l2(0.01),
+            maximize: true,
+            caution: Caution::Timm,
+            ..Hyper::default()
+        })
+        .unwrap();
+    let g2 = opt
+        .add_group(Hyper {
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.2,
+                scaling: DecayScaling::Fixed,
+                first_step: false,
+            },
+            clip: Clip::None,
+            ..Hyper::default()
+        })
+        .unwrap();
+    let a = opt.add_param(g0, 3, Some("encoder.weight")).unwrap();
+    let b = opt.add_param(g1, 2, None).unwrap();
+    opt.add_param(g2, 4, Some("head.bias")).unwrap();
+    let (mut da, mut db) = (vec![1.0_f32, -2.0, 0.5], vec![0.25_f32, 3.0]);
+    for t in 0..3 {
+        let ga = [0.1 * t as f32, -0.3, 0.7];
+        opt.step(&mut [
+            Item {
+                id: a,
+                params: &mut da,
+                grads: Some(&ga),
+            },
+            Item {
+                id: b,
+                params: &mut db,
+                grads: Some(&[1.0, -1.0]),
+            },
+        ])
+        .unwrap();
+    }
+    opt
+}
+
+/// A checkpoint the previous release wrote (version 2) loads: its groups'
+/// hyperparameters in today's form, its names, and states equal to today's
+/// run of the same steps (β1 = 0.3 there, where the lerp's form changed:
+/// the saved states were computed with the old form, so they are compared
+/// within 1 ulp).
+#[test]
+#[cfg_attr(miri, ignore = "reads a file")]
+fn committed_version_2_checkpoint_still_loads() {
+    let bytes = std::fs::read(V2_FIXTURE).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 2);
+    let loaded = Adopt::from_checkpoint(&bytes).unwrap();
+    let today = v2_source();
+    assert_eq!(loaded.group_count(), 3);
+    for g in 0..3 {
+        let (a, b) = (
+            loaded.hyper(GroupId(g)).unwrap(),
+            today.hyper(GroupId(g)).unwrap(),
+        );
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "group {g}");
+        assert_eq!(loaded.initial_lr(GroupId(g)).unwrap(), b.lr);
+    }
+    for p in 0..3 {
+        let id = ParamId(p);
+        assert_eq!(loaded.param(id).unwrap(), today.param(id).unwrap());
+        match (loaded.state(id).unwrap(), today.state(id).unwrap()) {
+            (None, None) => {}
+            (Some(a), Some(b)) => {
+                assert_eq!(a.step(), b.step());
+                let close = |x: &[f32], y: &[f32]| {
+                    x.iter()
+                        .zip(y)
+                        .all(|(x, y)| (x.to_bits() as i64 - y.to_bits() as i64).abs() <= 1)
+                };
+                assert!(close(a.exp_avg(), b.exp_avg()), "param {p}: {a:?} vs {b:?}");
+                assert!(close(a.exp_avg_sq(), b.exp_avg_sq()), "param {p}");
+            }
+            other => panic!("param {p}: states {other:?}"),
+        }
+    }
+    let current = loaded.save().unwrap();
+    assert_eq!(
+        u32::from_le_bytes(current[8..12].try_into().unwrap()),
+        VERSION
+    );
+    assert_eq!(
+        Adopt::from_checkpoint(&current).unwrap().save().unwrap(),
+        current
+    );
 }
 
 proptest! {
@@ -313,14 +629,31 @@ proptest! {
 
     #[test]
     fn random_optimizers_round_trip(
-        groups in prop::collection::vec((0.0_f64..1.0, any::<bool>(), any::<bool>(), any::<bool>()), 1..4),
+        groups in prop::collection::vec((0.0_f64..1.0, 0_u8..5, any::<bool>(), any::<bool>(), 0_u8..3, 0_u64..3), 1..4),
         params in prop::collection::vec((0_usize..4, 0_usize..20, prop::option::of("[a-z.]{0,12}"), 0_u64..5), 0..6),
     ) {
         let mut opt = Adopt::new();
         let gids: Vec<GroupId> = groups
             .iter()
-            .map(|&(lr, decouple, maximize, nesterov)| {
-                opt.add_group(Hyper { lr, decouple, maximize, nesterov, weight_decay: 0.01, ..Hyper::default() }).unwrap()
+            .map(|&(lr, decay, maximize, nesterov, caution, clip_offset)| {
+                let weight_decay = match decay {
+                    0 => WeightDecay::None,
+                    1 => WeightDecay::l2(0.01),
+                    2 => WeightDecay::decoupled(0.01),
+                    3 => WeightDecay::Decoupled {
+                        weight_decay: 0.01,
+                        scaling: DecayScaling::Fixed,
+                        first_step: true,
+                    },
+                    _ => WeightDecay::Decoupled {
+                        weight_decay: 0.01,
+                        scaling: DecayScaling::Corrected { max_lr: None },
+                        first_step: false,
+                    },
+                };
+                let caution = [Caution::Off, Caution::Timm, Caution::PytorchOptimizer][caution as usize];
+                let hyper = Hyper { lr: lr + 1e-3, weight_decay, maximize, nesterov, caution, clip_offset, ..Hyper::default() };
+                opt.add_group(hyper).unwrap()
             })
             .collect();
         for (g, lanes, name, steps) in &params {
@@ -338,4 +671,37 @@ proptest! {
         into.load(&restored.save().unwrap()).unwrap();
         prop_assert_eq!(into.param_count(), params.len());
     }
+}
+
+/// A group added with lr = 0 has an initial learning rate of 0: switching
+/// it to corrected decay without `max_lr` makes its hyperparameters
+/// invalid, which `save` refuses rather than writing a checkpoint that
+/// would not load (found by the `optimizer_ops` fuzz target).
+#[test]
+fn a_group_that_cannot_load_is_not_saved() {
+    let mut opt = Adopt::new();
+    let g = opt
+        .add_group(Hyper {
+            lr: 0.0,
+            ..Hyper::default()
+        })
+        .unwrap();
+    opt.hyper_mut(g).unwrap().weight_decay = WeightDecay::Decoupled {
+        weight_decay: 0.1,
+        scaling: DecayScaling::Corrected { max_lr: None },
+        first_step: false,
+    };
+    assert_eq!(
+        opt.save(),
+        Err(Error::InvalidHyper {
+            param: adopt::HyperParam::MaxLr,
+            value: adopt::Float(0.0)
+        })
+    );
+    opt.set_initial_lr(g, 0.01).unwrap();
+    let bytes = opt.save().unwrap();
+    assert_eq!(
+        Adopt::from_checkpoint(&bytes).unwrap().save().unwrap(),
+        bytes
+    );
 }

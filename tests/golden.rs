@@ -2,7 +2,7 @@
 //! (`torch-adopt` 0.1.0, see `tests/golden/README.md`) through `adopt_step`
 //! and checks every step and lane against the stated tolerance.
 
-use adopt::{Clip, Hyper, State, adopt_step};
+use adopt::{Clip, Hyper, State, WeightDecay, adopt_step};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -33,8 +33,11 @@ impl Case {
             lr: num(&h["lr"]),
             betas: (num(&h["beta1"]), num(&h["beta2"])),
             eps: num(&h["eps"]),
-            weight_decay: num(&h["weight_decay"]),
-            decouple: h["decouple"].as_bool().unwrap(),
+            weight_decay: match (num(&h["weight_decay"]), h["decouple"].as_bool().unwrap()) {
+                (0.0, _) => WeightDecay::None,
+                (wd, true) => WeightDecay::decoupled(wd),
+                (wd, false) => WeightDecay::l2(wd),
+            },
             maximize: h["maximize"].as_bool().unwrap(),
             clip,
             ..Hyper::default()

@@ -6,8 +6,8 @@
 mod common;
 
 use adopt::{
-    CautionMask, Error, Hyper, Kernel, Scaling, StateView, StepOptions, adopt_step_ext,
-    adopt_step_with, caution_mask, reference,
+    CautionMask, Error, Hyper, Kernel, Scaling, StateView, StepOptions, WeightDecay,
+    adopt_step_ext, adopt_step_with, caution_mask, reference,
 };
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
@@ -205,13 +205,12 @@ fn lengths_offsets_and_canaries() {
         Hyper::default(),
         Hyper {
             lr: 0.1,
-            weight_decay: 0.1,
+            weight_decay: WeightDecay::l2(0.1),
             ..Hyper::default()
         },
         Hyper {
             lr: 0.1,
-            weight_decay: 0.1,
-            decouple: true,
+            weight_decay: WeightDecay::decoupled(0.1),
             maximize: true,
             ..Hyper::default()
         },
@@ -351,8 +350,7 @@ fn parallel_chunks_match_reference() {
     };
     let hyper = Hyper {
         lr: 0.05,
-        weight_decay: 0.01,
-        decouple: true,
+        weight_decay: WeightDecay::decoupled(0.01),
         ..Hyper::default()
     };
     let grads: Vec<Vec<f32>> = (0..3).map(|s| values(s + 10)).collect();
@@ -391,4 +389,58 @@ fn parallel_chunks_match_reference() {
             assert_same_bits(&v, &rv, &format!("{what}: exp_avg_sq"));
         }
     }
+}
+
+/// torch's lerp takes its second form from a weight of 0.5 on (β1 <= 0.5):
+/// with an unclipped infinite normalised gradient it gives NaN where the
+/// first form gives ±inf. The repro from the fidelity issue, on every
+/// kernel and every tail length: lr 1e-2, β1 0.3, no clip, p = 0.5,
+/// gradients 1 then inf; torch-adopt and timm give NaN for m and p.
+#[test]
+fn lerp_second_form_makes_nan_of_an_infinite_update() {
+    for beta1 in [0.3, 0.5, 0.0] {
+        let hyper = Hyper {
+            lr: 1e-2,
+            betas: (beta1, 0.9999),
+            clip: adopt::Clip::None,
+            ..Hyper::default()
+        };
+        for lanes in [1, 3, 4, 7, 8, 15, 16, 17, 33] {
+            for (name, f) in &kernels() {
+                let (mut p, mut m, mut v, mut s) = (
+                    vec![0.5_f32; lanes],
+                    vec![0.0; lanes],
+                    vec![0.0; lanes],
+                    0_u64,
+                );
+                for g in [1.0, f32::INFINITY] {
+                    let mut state = StateView::new(&mut m, &mut v, &mut s);
+                    f(
+                        &mut p,
+                        &vec![g; lanes],
+                        &mut state,
+                        &hyper,
+                        Scaling::default(),
+                    )
+                    .unwrap();
+                }
+                let what = format!("{name}, β1 {beta1}, {lanes} lanes");
+                assert!(m.iter().all(|x| x.is_nan()), "{what}: m = {m:?}");
+                assert!(p.iter().all(|x| x.is_nan()), "{what}: p = {p:?}");
+            }
+        }
+    }
+    // Above 0.5 the first form: m = inf, p = -inf.
+    let hyper = Hyper {
+        lr: 1e-2,
+        betas: (0.5000001, 0.9999),
+        clip: adopt::Clip::None,
+        ..Hyper::default()
+    };
+    let (mut p, mut m, mut v, mut s) = ([0.5_f32], [0.0_f32], [0.0_f32], 0_u64);
+    for g in [1.0, f32::INFINITY] {
+        let mut state = StateView::new(&mut m, &mut v, &mut s);
+        adopt::adopt_step_view(&mut p, &[g], &mut state, &hyper).unwrap();
+    }
+    assert_eq!((m[0], p[0]), (f32::INFINITY, f32::NEG_INFINITY));
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use adopt::{Adopt, Hyper, Item, State, adopt_step};
+use adopt::{Adopt, Caution, Hyper, Item, State, WeightDecay, adopt_step};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,7 +37,7 @@ static GLOBAL: Counting = Counting;
 #[test]
 fn steady_state_steps_do_not_allocate() {
     let hyper = Hyper {
-        weight_decay: 0.01,
+        weight_decay: WeightDecay::l2(0.01),
         ..Hyper::default()
     };
     for lanes in [0, 1, 1000, adopt::PARALLEL_THRESHOLD * 4 + 3] {
@@ -72,7 +72,7 @@ fn steady_state_steps_do_not_allocate() {
         let plain = opt.add_group(hyper).unwrap();
         let cautious = opt
             .add_group(Hyper {
-                cautious: true,
+                caution: Caution::Timm,
                 ..hyper
             })
             .unwrap();

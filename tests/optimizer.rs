@@ -5,8 +5,8 @@
 mod common;
 
 use adopt::{
-    Adopt, Buffer, Clip, Error, GroupId, Hyper, HyperParam, Item, ParamId, Scaling, State,
-    adopt_step,
+    Adopt, Buffer, Clip, Error, Float, GroupId, Hyper, HyperParam, Item, ParamId, Scaling, State,
+    WeightDecay, adopt_step,
 };
 use common::{assert_same_bits, value};
 use proptest::prelude::*;
@@ -30,8 +30,7 @@ fn setup() -> impl Strategy<Value = Setup> {
             .prop_map(|(lr, nesterov, weight_decay)| Hyper {
                 lr,
                 nesterov,
-                weight_decay,
-                decouple: true,
+                weight_decay: WeightDecay::decoupled(weight_decay),
                 ..Hyper::default()
             }),
         1..4,
@@ -194,7 +193,7 @@ fn bad_steps_change_nothing() {
         }),
         Err(Error::InvalidHyper {
             param: HyperParam::Lr,
-            value: -1.0
+            value: Float(-1.0)
         })
     );
     let (mut da, mut db) = (vec![1.0_f32; 4], vec![2.0_f32; 2]);
@@ -318,7 +317,7 @@ fn bad_steps_change_nothing() {
             "clip NaN at b's step",
             Error::InvalidClip {
                 step: 1,
-                threshold: f64::NAN,
+                threshold: Float(f64::NAN),
             },
             &mut [
                 Item {
@@ -353,7 +352,7 @@ fn bad_steps_change_nothing() {
             ),
             Err(Error::InvalidHyper {
                 param: HyperParam::InvScale,
-                value: f64::NAN
+                value: Float(f64::NAN)
             })
         );
         assert_same_bits(&da, &da0, "inv_scale NaN");

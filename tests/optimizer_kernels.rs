@@ -5,7 +5,7 @@
 
 mod common;
 
-use adopt::{Adopt, Clip, Hyper, Item, Kernel, ParamId, State};
+use adopt::{Adopt, Clip, Hyper, Item, Kernel, ParamId, State, WeightDecay};
 use common::assert_same_bits;
 
 /// Buffer lengths around every vector width and its tails, a large buffer
@@ -35,8 +35,7 @@ fn every_kernel_matches_the_reference_serial_and_parallel() {
         },
         Hyper {
             lr: 0.003,
-            weight_decay: 0.1,
-            decouple: true,
+            weight_decay: WeightDecay::decoupled(0.1),
             maximize: true,
             clip: Clip::Constant(0.5),
             ..Hyper::default()

@@ -240,7 +240,7 @@ fn duplicates_across_halves_are_found() {
         };
         for threads in [1, 2] {
             let (result, ck, _) = run(&base, &s, threads);
-            assert_eq!(result, Err(want), "{s:?} on {threads} threads");
+            assert_eq!(result, Err(want.clone()), "{s:?} on {threads} threads");
             assert!(ck == before, "{s:?} changed the optimizer");
         }
     };

@@ -5,8 +5,8 @@
 
 mod common;
 
-use adopt::precision::{Lane, Rounding, adopt_step_half, adopt_step_master};
-use adopt::{Buffer, Error, Hyper, State, adopt_step, reference};
+use adopt::precision::{Lane, Rounding, SecondMoment, adopt_step_half, adopt_step_master};
+use adopt::{Buffer, Caution, Error, Float, Hyper, State, WeightDecay, adopt_step, reference};
 use common::{hyper, value};
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -19,11 +19,11 @@ fn same<T: Lane>(a: &[T], b: &[T]) -> bool {
 }
 
 /// The scalar model of one half-precision step.
-fn model<P: Lane, G: Lane, S: Lane>(
+fn model<P: Lane, G: Lane, M: Lane, V: Lane>(
     p: &mut [P],
     g: &[G],
-    m: &mut [S],
-    v: &mut [S],
+    m: &mut [M],
+    v: &mut [V],
     step: &mut u64,
     h: &Hyper,
 ) -> Result<(), Error> {
@@ -46,20 +46,24 @@ fn model<P: Lane, G: Lane, S: Lane>(
         .for_each(|(d, &x)| *d = P::from_f32(x));
     m.iter_mut()
         .zip(&mf)
-        .for_each(|(d, &x)| *d = S::from_f32(x));
+        .for_each(|(d, &x)| *d = M::from_f32(x));
     v.iter_mut()
         .zip(&vf)
-        .for_each(|(d, &x)| *d = S::from_f32(x));
+        .for_each(|(d, &x)| *d = V::from_f32(x));
     Ok(())
 }
 
-fn check<P: Lane + std::fmt::Debug, G: Lane, S: Lane>(p0: &[f32], grads: &[Vec<f32>], h: &Hyper) {
+fn check<P: Lane + std::fmt::Debug, G: Lane, M: Lane, V: SecondMoment>(
+    p0: &[f32],
+    grads: &[Vec<f32>],
+    h: &Hyper,
+) {
     let cast = |xs: &[f32]| -> Vec<P> { xs.iter().map(|&x| P::from_f32(x)).collect() };
     let n = p0.len();
     let (mut xp, mut xm, mut xv, mut xs) = (
         cast(p0),
-        vec![S::from_f32(0.0); n],
-        vec![S::from_f32(0.0); n],
+        vec![M::from_f32(0.0); n],
+        vec![V::from_f32(0.0); n],
         0_u64,
     );
     let (mut rp, mut rm, mut rv, mut rs) = (xp.clone(), xm.clone(), xv.clone(), 0_u64);
@@ -80,7 +84,7 @@ fn check<P: Lane + std::fmt::Debug, G: Lane, S: Lane>(p0: &[f32], grads: &[Vec<f
         assert!(
             same(&xp, &rp) && same(&xm, &rm) && same(&xv, &rv),
             "{:?} lanes differ",
-            std::any::type_name::<(P, G, S)>()
+            std::any::type_name::<(P, G, M, V)>()
         );
     }
 }
@@ -96,11 +100,15 @@ proptest! {
     ) {
         let n = p0.len();
         let grads: Vec<Vec<f32>> = (0..3).map(|t| seeds[t * 1100..t * 1100 + n].to_vec()).collect();
-        check::<bf16, bf16, f32>(&p0, &grads, &h);
-        check::<bf16, bf16, bf16>(&p0, &grads, &h);
-        check::<f16, f16, f32>(&p0, &grads, &h);
-        check::<f32, bf16, bf16>(&p0, &grads, &h);
-        check::<f32, f32, f32>(&p0, &grads, &h);
+        check::<bf16, bf16, f32, f32>(&p0, &grads, &h);
+        check::<bf16, bf16, bf16, bf16>(&p0, &grads, &h);
+        check::<f16, f16, f32, f32>(&p0, &grads, &h);
+        check::<f32, bf16, bf16, bf16>(&p0, &grads, &h);
+        check::<f32, f32, f32, f32>(&p0, &grads, &h);
+        // Only the first moment in half precision (optax's `mu_dtype`).
+        check::<f32, f32, bf16, f32>(&p0, &grads, &h);
+        check::<f32, f32, f16, f32>(&p0, &grads, &h);
+        check::<bf16, bf16, f16, bf16>(&p0, &grads, &h);
     }
 }
 
@@ -110,7 +118,7 @@ fn all_f32_layout_equals_adopt_step() {
     let g: Vec<f32> = (0..777).map(|i| (i as f32 * 0.7).cos()).collect();
     let h = Hyper {
         lr: 0.01,
-        cautious: true,
+        caution: Caution::Timm,
         ..Hyper::default()
     };
     let (mut a, mut b) = (p0.clone(), p0.clone());
@@ -215,8 +223,7 @@ fn master_copy_steps_in_f32_and_rounds_params() {
     let (mut state, mut f32_state) = (State::new(n), State::new(n));
     let h = Hyper {
         lr: 0.02,
-        weight_decay: 0.1,
-        decouple: true,
+        weight_decay: WeightDecay::decoupled(0.1),
         ..Hyper::default()
     };
     for _ in 0..4 {
@@ -388,7 +395,7 @@ fn bad_input_to_the_half_step_changes_nothing() {
             &bad_lr,
             Error::InvalidHyper {
                 param: adopt::HyperParam::Lr,
-                value: -1.0,
+                value: Float(-1.0),
             },
         ),
     ];
@@ -396,7 +403,7 @@ fn bad_input_to_the_half_step_changes_nothing() {
         for rounding in [Rounding::NearestEven, Rounding::Stochastic { seed: 3 }] {
             let (mut p, mut m, mut v, mut step) = (p0.clone(), m0.to_vec(), v0.to_vec(), step0);
             let got = adopt_step_half(&mut p, g, &mut m, &mut v, &mut step, h, rounding);
-            assert_eq!(got, Err(want));
+            assert_eq!(got, Err(want.clone()));
             assert!(same(&p, &p0) && same(&m, m0) && same(&v, v0));
             assert_eq!(step, step0);
         }

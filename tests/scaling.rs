@@ -3,7 +3,7 @@
 
 mod common;
 
-use adopt::{Hyper, Scaling, State, adopt_step, adopt_step_scaled, grads_nonfinite};
+use adopt::{Hyper, Scaling, State, WeightDecay, adopt_step, adopt_step_scaled, grads_nonfinite};
 use common::{assert_same_bits, value};
 use proptest::prelude::*;
 
@@ -20,7 +20,7 @@ proptest! {
         let unscaled: Vec<f32> = grads.iter().map(|g| g * inv_scale).collect();
         let (mut p1, mut p2) = (vec![0.5_f32; n], vec![0.5_f32; n]);
         let (mut s1, mut s2) = (State::new(n), State::new(n));
-        let hyper = Hyper { lr: 0.01, weight_decay: 0.1, ..Hyper::default() };
+        let hyper = Hyper { lr: 0.01, weight_decay: WeightDecay::l2(0.1), ..Hyper::default() };
         for _ in 0..steps {
             adopt_step_scaled(&mut p1, &grads, &mut s1, &hyper, Scaling { inv_scale, found_inf: false }).unwrap();
             adopt_step(&mut p2, &unscaled, &mut s2, &hyper).unwrap();

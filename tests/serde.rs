@@ -3,7 +3,7 @@
 //! custom clip schedule refuses to serialize.
 #![cfg(feature = "serde")]
 
-use adopt::{Clip, DecayScaling, Hyper, State, adopt_step};
+use adopt::{Caution, Clip, DecayScaling, Hyper, State, WeightDecay, adopt_step};
 
 fn same_hyper(a: &Hyper, b: &Hyper) -> bool {
     // `Hyper` has no `PartialEq` (a `Clip::Custom` fn pointer has no
@@ -19,17 +19,29 @@ fn hyper_round_trips_through_json() {
             lr: 0.0123,
             betas: (0.5, 0.999),
             eps: 1e-8,
-            weight_decay: 0.25,
-            decouple: true,
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.25,
+                scaling: DecayScaling::Corrected { max_lr: Some(0.1) },
+                first_step: true,
+            },
             maximize: true,
             clip: Clip::Constant(0.75),
-            decay_scaling: DecayScaling::Corrected { max_lr: 0.1 },
+            clip_offset: 1,
             nesterov: true,
-            cautious: true,
+            caution: Caution::PytorchOptimizer,
         },
         Hyper {
             clip: Clip::None,
-            decay_scaling: DecayScaling::Fixed,
+            weight_decay: WeightDecay::Decoupled {
+                weight_decay: 0.1,
+                scaling: DecayScaling::Fixed,
+                first_step: false,
+            },
+            caution: Caution::Timm,
+            ..Hyper::default()
+        },
+        Hyper {
+            weight_decay: WeightDecay::l2(0.5),
             ..Hyper::default()
         },
         Hyper {
@@ -53,10 +65,11 @@ fn hyper_round_trips_through_json() {
 
 #[test]
 fn missing_hyper_fields_take_their_defaults() {
-    let h: Hyper = serde_json::from_str(r#"{ "lr": 0.01, "decouple": true }"#).unwrap();
+    let h: Hyper =
+        serde_json::from_str(r#"{ "lr": 0.01, "weight_decay": { "L2": 0.5 } }"#).unwrap();
     let want = Hyper {
         lr: 0.01,
-        decouple: true,
+        weight_decay: WeightDecay::l2(0.5),
         ..Hyper::default()
     };
     assert!(same_hyper(&h, &want), "{h:?}");

@@ -57,7 +57,7 @@ proptest! {
                         &h,
                         &options,
                     );
-                    prop_assert_eq!(shard, whole, "shard {:?} result", range);
+                    prop_assert_eq!(&shard, &whole, "shard {:?} result", range);
                 }
             }
             assert_same_bits(&sp, &wp, &format!("{kernel:?} params"));

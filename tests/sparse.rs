@@ -6,8 +6,9 @@
 mod common;
 
 use adopt::{
-    Buffer, Clip, Error, Hyper, HyperParam, Kernel, Scaling, SparseOptions, SparseState, StateView,
-    StepOptions, adopt_step_rows, adopt_step_rows_ext, reference,
+    Buffer, Caution, Clip, Error, Float, Hyper, HyperParam, Kernel, Scaling, SparseOptions,
+    SparseState, StateView, StepOptions, WeightDecay, adopt_step_rows, adopt_step_rows_ext,
+    reference,
 };
 use common::{assert_same_bits, hyper, same_bits, second_moment, value};
 use proptest::prelude::*;
@@ -212,8 +213,7 @@ fn first_appearance_only_initialises_v() {
     let mut state = SparseState::new(4, 2);
     let hyper = Hyper {
         lr: 0.1,
-        weight_decay: 0.1,
-        decouple: true,
+        weight_decay: WeightDecay::decoupled(0.1),
         ..Hyper::default()
     };
     adopt_step_rows(&mut table, &[2], &[0.5, -3.0], &mut state, &hyper).unwrap();
@@ -274,18 +274,22 @@ fn every_error_changes_nothing() {
     };
     #[rustfmt::skip]
     let cases: Vec<ErrorCase> = vec![
+        // The table is what is wrong, not the state (which the state's
+        // constructor keeps at rows × dim).
         ("table short", 14, vec![0], 3, d, opts,
-            Error::LengthMismatch { buffer: Buffer::ExpAvg, expected: 14, got: 15 }),
+            Error::TableMismatch { rows: 5, dim: 3, got: 14 }),
+        ("table one row short", 12, vec![0], 3, d, opts,
+            Error::TableMismatch { rows: 5, dim: 3, got: 12 }),
         ("table long", 16, vec![0], 3, d, opts,
-            Error::LengthMismatch { buffer: Buffer::ExpAvg, expected: 16, got: 15 }),
+            Error::TableMismatch { rows: 5, dim: 3, got: 16 }),
         ("grads short", 15, vec![0, 1], 5, d, opts,
             Error::RowBlocksMismatch { rows: 2, dim: 3, got: 5 }),
         ("grads long", 15, vec![], 1, d, opts,
             Error::RowBlocksMismatch { rows: 0, dim: 3, got: 1 }),
         ("bad beta2", 15, vec![0], 3, Hyper { betas: (0.9, 1.0), ..d }, opts,
-            Error::InvalidHyper { param: HyperParam::Beta2, value: 1.0 }),
+            Error::InvalidHyper { param: HyperParam::Beta2, value: Float(1.0) }),
         ("bad lr, no rows", 15, vec![], 0, Hyper { lr: f64::NAN, ..d }, opts,
-            Error::InvalidHyper { param: HyperParam::Lr, value: f64::NAN }),
+            Error::InvalidHyper { param: HyperParam::Lr, value: Float(f64::NAN) }),
         ("row out of range", 15, vec![0, 5, 7], 9, d, opts,
             Error::RowOutOfRange { row: 5, rows: 5 }),
         ("out of range beats overflow", 15, vec![3, u32::MAX], 6, d, opts,
@@ -293,15 +297,15 @@ fn every_error_changes_nothing() {
         ("step overflow", 15, vec![0, 3], 6, d, opts, Error::StepOverflow),
         ("step overflow, duplicated", 15, vec![3, 0, 3], 9, d, opts, Error::StepOverflow),
         ("clip at the first bad row", 15, vec![0, 4, 2], 9, bad_clip, opts,
-            Error::InvalidClip { step: 5, threshold: -0.5 }),
+            Error::InvalidClip { step: 5, threshold: Float(-0.5) }),
         ("clip before overflow in list order", 15, vec![2, 3], 6, bad_clip, opts,
-            Error::InvalidClip { step: 2, threshold: -0.5 }),
+            Error::InvalidClip { step: 2, threshold: Float(-0.5) }),
         ("overflow before clip in list order", 15, vec![3, 2], 6, bad_clip, opts,
             Error::StepOverflow),
         ("bad inv_scale", 15, vec![0, 1], 6, d, scaled(f32::INFINITY),
-            Error::InvalidHyper { param: HyperParam::InvScale, value: f64::INFINITY }),
+            Error::InvalidHyper { param: HyperParam::InvScale, value: Float(f64::INFINITY) }),
         ("bad inv_scale, no rows", 15, vec![], 0, d, scaled(-1.0),
-            Error::InvalidHyper { param: HyperParam::InvScale, value: -1.0 }),
+            Error::InvalidHyper { param: HyperParam::InvScale, value: Float(-1.0) }),
     ];
     for (what, table_len, rows, grads_len, hyper, options, want) in cases {
         let mut table: Vec<f32> = (0..table_len).map(|i| 1.0 + i as f32).collect();
@@ -447,9 +451,8 @@ fn parallel_equals_serial() {
     assert!(3000 * dim >= adopt::PARALLEL_THRESHOLD);
     let hyper = Hyper {
         lr: 1e-2,
-        weight_decay: 0.01,
-        decouple: true,
-        cautious: true,
+        weight_decay: WeightDecay::decoupled(0.01),
+        caution: Caution::Timm,
         ..Hyper::default()
     };
     let pool = |threads| {

@@ -34,6 +34,8 @@ class AdoptHyper(ctypes.Structure):
     """struct AdoptHyper: same fields, same order, same types as the header."""
 
     _fields_ = [
+        ("size", c_uint32),
+        ("clip", c_uint32),
         ("lr", c_double),
         ("beta1", c_double),
         ("beta2", c_double),
@@ -42,12 +44,13 @@ class AdoptHyper(ctypes.Structure):
         ("clip_scale", c_double),
         ("clip_exponent", c_double),
         ("max_lr", c_double),
-        ("clip", c_uint32),
+        ("clip_offset", c_uint64),
         ("decay_scaling", c_uint32),
         ("decouple", c_uint32),
         ("maximize", c_uint32),
         ("nesterov", c_uint32),
-        ("cautious", c_uint32),
+        ("caution", c_uint32),
+        ("first_step_decay", c_uint32),
     ]
 
 

@@ -6,7 +6,7 @@
 #![no_main]
 
 use adopt::checkpoint::{VERSION, crc32};
-use adopt::{Adopt, Hyper, Item};
+use adopt::{Adopt, Caution, Hyper, Item, WeightDecay};
 use libfuzzer_sys::fuzz_target;
 
 /// A small trained optimizer whose checkpoint the fuzzer mutates.
@@ -21,9 +21,8 @@ fn trained() -> Adopt {
         .unwrap();
     let g1 = opt
         .add_group(Hyper {
-            weight_decay: 0.1,
-            decouple: true,
-            cautious: true,
+            weight_decay: WeightDecay::decoupled(0.1),
+            caution: Caution::Timm,
             ..Hyper::default()
         })
         .unwrap();
@@ -100,6 +99,15 @@ fuzz_target!(|data: &[u8]| {
                 opt.save().unwrap(),
                 before,
                 "a failed load changed the optimizer"
+            ),
+        }
+        opt = trained();
+        match opt.load_by_name(bytes) {
+            Ok(()) => check(&opt),
+            Err(_) => assert_eq!(
+                opt.save().unwrap(),
+                before,
+                "a failed load by name changed the optimizer"
             ),
         }
         opt = trained();

@@ -6,7 +6,10 @@
 
 #![no_main]
 
-use adopt::{Adopt, Clip, GroupId, Hyper, Item, ParamId, Scaling, State, adopt_step_scaled};
+use adopt::{
+    Adopt, Caution, Clip, DecayScaling, GroupId, Hyper, Item, ParamId, Scaling, State, WeightDecay,
+    adopt_step_scaled,
+};
 use libfuzzer_sys::fuzz_target;
 
 struct Bytes<'a>(&'a [u8]);
@@ -28,10 +31,21 @@ fn hyper(code: u8) -> Hyper {
         lr: [0.0, 1e-3, 0.1, 2.0][code as usize % 4],
         ..Hyper::default()
     };
-    h.decouple = code & 4 != 0;
-    h.weight_decay = if code & 8 != 0 { 0.05 } else { 0.0 };
+    h.weight_decay = match (code & 4 != 0, code & 8 != 0) {
+        (_, false) => WeightDecay::None,
+        (false, true) => WeightDecay::L2(0.05),
+        (true, true) => WeightDecay::Decoupled {
+            weight_decay: 0.05,
+            scaling: DecayScaling::Corrected { max_lr: None },
+            first_step: code & 2 != 0,
+        },
+    };
     h.nesterov = code & 16 != 0;
-    h.cautious = code & 32 != 0;
+    h.caution = if code & 32 != 0 {
+        Caution::PytorchOptimizer
+    } else {
+        Caution::Off
+    };
     if code & 64 != 0 {
         h.clip = Clip::Custom(nan_clip); // invalid from step 1; unsaveable
     }
@@ -47,7 +61,8 @@ fuzz_target!(|data: &[u8]| {
     // The model: per param, its group, its data, and its state (if stepped).
     let mut data_bufs: Vec<Vec<f32>> = Vec::new();
     let mut model: Vec<(usize, Vec<f32>, Option<State>)> = Vec::new();
-    let mut groups: Vec<Hyper> = Vec::new();
+    // Per group: its hyperparameters and initial learning rate.
+    let mut groups: Vec<(Hyper, f64)> = Vec::new();
     while let Some(op) = b.u8() {
         let before = opt.save();
         match op % 6 {
@@ -56,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
                 match opt.add_group(h) {
                     Ok(g) => {
                         assert_eq!(g.0 as usize, groups.len());
-                        groups.push(h);
+                        groups.push((h, h.lr));
                     }
                     Err(_) => assert_eq!(opt.save(), before),
                 }
@@ -80,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
                 let (g, code) = (b.u8().unwrap_or(0) as usize % 4, b.u8().unwrap_or(0));
                 if let Ok(h) = opt.hyper_mut(GroupId(g as u32)) {
                     *h = hyper(code);
-                    groups[g] = hyper(code);
+                    groups[g].0 = hyper(code);
                 }
             }
             3 => {
@@ -129,7 +144,9 @@ fuzz_target!(|data: &[u8]| {
                         for (i, (g, d, state)) in model.iter_mut().enumerate() {
                             if mask >> (i % 8) & 1 == 1 && !scaling.found_inf {
                                 let s = state.get_or_insert_with(|| State::new(d.len()));
-                                adopt_step_scaled(d, &grads[i], s, &groups[*g], scaling).unwrap();
+                                let (hyper, initial_lr) = groups[*g];
+                                let hyper = hyper.with_initial_lr(initial_lr);
+                                adopt_step_scaled(d, &grads[i], s, &hyper, scaling).unwrap();
                             }
                         }
                         for (i, (_, d, _)) in model.iter().enumerate() {

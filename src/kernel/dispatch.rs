@@ -1,5 +1,6 @@
 //! Choosing the kernel: once per process, cached in an atomic.
 
+use crate::error::Error;
 use crate::hyper::StepConstants;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -7,9 +8,11 @@ use core::sync::atomic::{AtomicU8, Ordering};
 ///
 /// Every kernel is bit-identical to [`reference`](mod@crate::reference); they
 /// differ only in speed. [`adopt_step`](crate::adopt_step) uses
-/// [`Kernel::active`], the fastest available unless
-/// [`Kernel::force`] or the `ADOPT_KERNEL` environment variable (read once,
-/// with `std`) says otherwise.
+/// [`Kernel::try_active`], the fastest available unless
+/// [`Kernel::force`] or the `ADOPT_KERNEL` environment variable (read on
+/// first use, with `std`; a kernel's [`name`](Kernel::name), in any case)
+/// says otherwise. An `ADOPT_KERNEL` that names no kernel, or one this CPU
+/// cannot run, is an error every step reports, never ignored.
 ///
 /// ```
 /// use adopt::Kernel;
@@ -35,8 +38,14 @@ pub enum Kernel {
 }
 
 const UNDECIDED: u8 = u8::MAX;
+/// `ADOPT_KERNEL` names no kernel.
+const UNKNOWN_ENV: u8 = u8::MAX - 1;
+/// `ADOPT_KERNEL` names a kernel this CPU cannot run, at this index plus
+/// [`UNAVAILABLE_ENV`].
+const UNAVAILABLE_ENV: u8 = 0x80;
 
-/// The active kernel's index in [`Kernel::ALL`], or [`UNDECIDED`].
+/// The active kernel's index in [`Kernel::ALL`], or [`UNDECIDED`], or why
+/// `ADOPT_KERNEL` cannot be followed.
 static ACTIVE: AtomicU8 = AtomicU8::new(UNDECIDED);
 
 impl Kernel {
@@ -112,30 +121,71 @@ impl Kernel {
 
     /// The kernel [`adopt_step`](crate::adopt_step) uses: the one set by
     /// [`Kernel::force`], else the one named by the `ADOPT_KERNEL`
-    /// environment variable (with `std`; e.g. `ADOPT_KERNEL=portable`), else
-    /// [`Kernel::best`]. Decided on first use and cached.
-    pub fn active() -> Kernel {
+    /// environment variable (with `std`; e.g. `ADOPT_KERNEL=portable`, names
+    /// in any case), else [`Kernel::best`]. Decided on first use and cached.
+    ///
+    /// Returns [`Error::UnknownKernel`] if `ADOPT_KERNEL` names no kernel,
+    /// and [`Error::KernelUnavailable`] if it names one this CPU cannot
+    /// run: every step that uses the active kernel returns the same error,
+    /// before writing anything.
+    ///
+    /// ```
+    /// use adopt::Kernel;
+    /// println!("ADOPT kernel: {}", Kernel::try_active()?.name());
+    /// # Ok::<(), adopt::Error>(())
+    /// ```
+    pub fn try_active() -> Result<Kernel, Error> {
         match ACTIVE.load(Ordering::Relaxed) {
             UNDECIDED => {
-                let kernel = Kernel::from_env().unwrap_or_else(Kernel::best);
-                ACTIVE.store(Kernel::index(kernel), Ordering::Relaxed);
-                kernel
+                let decision = match Kernel::from_env() {
+                    Ok(Some(kernel)) if kernel.is_available() => Kernel::index(kernel),
+                    Ok(Some(kernel)) => UNAVAILABLE_ENV + Kernel::index(kernel),
+                    Ok(None) => Kernel::index(Kernel::best()),
+                    Err(_) => UNKNOWN_ENV,
+                };
+                ACTIVE.store(decision, Ordering::Relaxed);
+                Kernel::decode(decision)
             }
-            i => Kernel::ALL[i as usize],
+            decision => Kernel::decode(decision),
         }
     }
 
+    /// The cached decision as a kernel or the error it stands for.
+    fn decode(decision: u8) -> Result<Kernel, Error> {
+        // Only `from_env` with `std` finds an unknown name.
+        #[cfg(feature = "std")]
+        if decision == UNKNOWN_ENV {
+            return Err(Kernel::from_env().err().unwrap_or(Error::UnknownKernel {
+                value: std::string::String::new(),
+            }));
+        }
+        let last = Kernel::ALL.len() - 1;
+        if decision >= UNAVAILABLE_ENV {
+            let i = usize::from(decision - UNAVAILABLE_ENV).min(last);
+            return Err(Error::KernelUnavailable(Kernel::ALL[i]));
+        }
+        Ok(Kernel::ALL[usize::from(decision).min(last)])
+    }
+
+    /// [`try_active`](Kernel::try_active) for logs: the kernel steps use,
+    /// or, when `ADOPT_KERNEL` cannot be followed (steps then return the
+    /// error `try_active` returns), [`Kernel::best`].
+    pub fn active() -> Kernel {
+        Kernel::try_active().unwrap_or_else(|_| Kernel::best())
+    }
+
     /// Makes every later step of this process use `kernel` (for example
-    /// `Kernel::Portable` while debugging), or, with `None`, return to
-    /// automatic choice. Returns `false`, changing nothing, if `kernel` is
-    /// not available on this CPU.
+    /// `Kernel::Portable` while debugging), or, with `None`, return to the
+    /// automatic choice: `ADOPT_KERNEL` (read again) or [`Kernel::best`].
+    /// Returns `false`, changing nothing, if `kernel` is not available on
+    /// this CPU.
     ///
     /// ```
     /// use adopt::Kernel;
     /// assert!(Kernel::force(Some(Kernel::Portable)));
     /// assert_eq!(Kernel::active(), Kernel::Portable);
     /// Kernel::force(None);
-    /// assert_eq!(Kernel::active(), Kernel::best());
+    /// assert_eq!(Kernel::active(), Kernel::best()); // unless ADOPT_KERNEL says otherwise
     /// ```
     pub fn force(kernel: Option<Kernel>) -> bool {
         match kernel {
@@ -145,28 +195,50 @@ impl Kernel {
                 true
             }
             None => {
-                ACTIVE.store(Kernel::index(Kernel::best()), Ordering::Relaxed);
+                ACTIVE.store(UNDECIDED, Ordering::Relaxed);
                 true
             }
         }
+    }
+
+    /// The kernel whose [`name`](Kernel::name) is `name`, in any case
+    /// (surrounding whitespace ignored), available or not.
+    ///
+    /// ```
+    /// use adopt::Kernel;
+    /// assert_eq!(Kernel::from_name("Portable"), Some(Kernel::Portable));
+    /// assert_eq!(Kernel::from_name("AVX2+FMA"), Some(Kernel::Avx2Fma));
+    /// assert_eq!(Kernel::from_name("avx2"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Kernel> {
+        let name = name.trim();
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(name))
     }
 
     fn index(kernel: Kernel) -> u8 {
         Kernel::ALL.iter().position(|&k| k == kernel).unwrap_or(0) as u8
     }
 
-    /// The available kernel named by `ADOPT_KERNEL`, if any.
-    fn from_env() -> Option<Kernel> {
+    /// The kernel `ADOPT_KERNEL` names (`None` when it is unset), or
+    /// [`Error::UnknownKernel`].
+    fn from_env() -> Result<Option<Kernel>, Error> {
         #[cfg(all(feature = "std", not(miri)))]
         {
-            let name = std::env::var("ADOPT_KERNEL").ok()?;
-            Kernel::ALL
-                .into_iter()
-                .find(|k| k.name() == name.trim() && k.is_available())
+            let Some(value) = std::env::var_os("ADOPT_KERNEL") else {
+                return Ok(None);
+            };
+            let value = value.to_string_lossy();
+            Kernel::from_name(&value)
+                .map(Some)
+                .ok_or_else(|| Error::UnknownKernel {
+                    value: value.as_ref().into(),
+                })
         }
         #[cfg(not(all(feature = "std", not(miri))))]
         {
-            None
+            Ok(None)
         }
     }
 

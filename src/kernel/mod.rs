@@ -14,7 +14,7 @@ mod x86_64;
 
 pub use dispatch::Kernel;
 
-use crate::hyper::{Decay, StepConstants};
+use crate::hyper::{Caution, Decay, StepConstants};
 
 /// The widest vector any kernel uses, in f32 lanes (AVX-512).
 const MAX_LANES: usize = 16;
@@ -88,6 +88,7 @@ struct Splat<V> {
     neg_clip: V,
     clip: V,
     one_minus_beta1: V,
+    lerp_factor: V,
     beta1: V,
     caution_scale: V,
     neg_lr: V,
@@ -116,6 +117,7 @@ impl<V: F32Vector> Splat<V> {
                 neg_clip: V::splat(-k.clip),
                 clip: V::splat(k.clip),
                 one_minus_beta1: V::splat(k.one_minus_beta1),
+                lerp_factor: V::splat(k.lerp_factor),
                 beta1: V::splat(k.beta1),
                 caution_scale: V::splat(k.caution_scale.unwrap_or(0.0)),
                 neg_lr: V::splat(k.neg_lr),
@@ -171,8 +173,9 @@ unsafe fn effective_grad<V: F32Vector>(p: V, grad: V, k: &StepConstants, s: &Spl
     }
 }
 
-/// The new first moment and the update direction `u` (before cautious
-/// masking) of a step after the first: `(m, u)`.
+/// The new first moment, the update direction `u` (before cautious
+/// masking) and the normalised, clipped gradient `ĝ` of a step after the
+/// first: `(m, u, ĝ)`.
 #[inline(always)]
 unsafe fn moment_and_direction<V: F32Vector>(
     g: V,
@@ -180,18 +183,33 @@ unsafe fn moment_and_direction<V: F32Vector>(
     vv: V,
     k: &StepConstants,
     s: &Splat<V>,
-) -> (V, V) {
+) -> (V, V, V) {
     // SAFETY: see the note above.
     unsafe {
         let denom = vv.sqrt().max_keep_nan(s.eps);
         let normed = g.div(denom).max_keep_nan(s.neg_clip).min_keep_nan(s.clip);
-        let mv = s.one_minus_beta1.mul_add(normed.sub(mv), mv);
+        // torch's two-form lerp (see `reference::lerp`).
+        let start = if k.lerp_from_end { normed } else { mv };
+        let mv = s.lerp_factor.mul_add(normed.sub(mv), start);
         let u = if k.nesterov {
             s.beta1.mul_add(mv, s.one_minus_beta1.mul(normed))
         } else {
             mv
         };
-        (mv, u)
+        (mv, u, normed)
+    }
+}
+
+/// The product whose sign decides the cautious mask: `u·g` (timm) or
+/// `u·ĝ` (pytorch-optimizer).
+#[inline(always)]
+unsafe fn caution_product<V: F32Vector>(u: V, g: V, normed: V, k: &StepConstants) -> V {
+    // SAFETY: see the note above.
+    unsafe {
+        match k.caution {
+            Caution::PytorchOptimizer => u.mul(normed),
+            Caution::Off | Caution::Timm => u.mul(g),
+        }
     }
 }
 
@@ -213,9 +231,10 @@ unsafe fn update<V: F32Vector, const PARTIAL: bool>(
             pv = s.decay.mul_add(pv, pv);
         }
         let (mv, vv) = (load::<V, PARTIAL>(m), load::<V, PARTIAL>(v));
-        let (mv, mut update) = moment_and_direction(g, mv, vv, k, s);
+        let (mv, mut update, normed) = moment_and_direction(g, mv, vv, k, s);
         if k.caution_scale.is_some() {
-            update = update.mul(update.mul(g).positive_select(s.caution_scale));
+            let agree = caution_product(update, g, normed, k);
+            update = update.mul(agree.positive_select(s.caution_scale));
         }
         pv = s.neg_lr.mul_add(update, pv);
         let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
@@ -225,7 +244,8 @@ unsafe fn update<V: F32Vector, const PARTIAL: bool>(
     }
 }
 
-/// One vector of lanes of the first step: `v = g·g`, nothing else moves.
+/// One vector of lanes of the first step: `v = g·g`, and `m` does not
+/// move; `p` moves only with first-step decoupled decay.
 #[inline(always)]
 unsafe fn initialise<V: F32Vector, const PARTIAL: bool>(
     p: &mut [f32],
@@ -237,7 +257,11 @@ unsafe fn initialise<V: F32Vector, const PARTIAL: bool>(
 ) {
     // SAFETY: see the note above.
     unsafe {
-        let g = effective_grad(load::<V, PARTIAL>(p), load::<V, PARTIAL>(grad), k, s);
+        let pv = load::<V, PARTIAL>(p);
+        let g = effective_grad(pv, load::<V, PARTIAL>(grad), k, s);
+        if let Decay::Decoupled(_) = k.decay {
+            store::<V, PARTIAL>(s.decay.mul_add(pv, pv), p);
+        }
         store::<V, PARTIAL>(g.mul(g), v);
     }
 }
@@ -406,8 +430,8 @@ pub(crate) unsafe fn count_generic<V: F32Vector>(
         let lanes = V::LANES;
         let agree = |p: V, grad: V, m: V, v: V| {
             let g = effective_grad(p, grad, k, &s);
-            let (_, u) = moment_and_direction(g, m, v, k, &s);
-            u.mul(g)
+            let (_, u, normed) = moment_and_direction(g, m, v, k, &s);
+            caution_product(u, g, normed, k)
         };
         let mut total = 0_u64;
         let chunks = p

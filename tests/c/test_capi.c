@@ -62,7 +62,7 @@ static void fill(float *x, size_t n, uint32_t seed) {
 typedef struct {
     float neg_lr, eps, clip, one_minus_beta1, beta2, one_minus_beta2;
     float l2, neg_lr_wd; /* 0 when unused */
-    int maximize;
+    int maximize, first_step_decay;
 } Constants;
 
 static Constants constants(const AdoptHyper *h, uint64_t t) {
@@ -73,7 +73,7 @@ static Constants constants(const AdoptHyper *h, uint64_t t) {
     if (h->clip == ADOPT_CLIP_CONSTANT) {
         c = h->clip_scale;
     } else if (h->clip == ADOPT_CLIP_POWER) {
-        c = h->clip_scale * pow((double)t, h->clip_exponent);
+        c = h->clip_scale * pow((double)(t + h->clip_offset), h->clip_exponent);
     }
     k.clip = (float)c;
     k.one_minus_beta1 = (float)(1.0 - h->beta1);
@@ -89,6 +89,7 @@ static Constants constants(const AdoptHyper *h, uint64_t t) {
         }
     }
     k.maximize = (int)h->maximize;
+    k.first_step_decay = (int)h->first_step_decay;
     return k;
 }
 
@@ -98,12 +99,12 @@ static void model_lane(float *p, float grad, float *m, float *v, const Constants
     if (k->l2 != 0.0f) {
         g = fmaf(k->l2, *p, g);
     }
+    if (k->neg_lr_wd != 0.0f && (t > 0 || k->first_step_decay)) {
+        *p = fmaf(k->neg_lr_wd, *p, *p);
+    }
     if (t == 0) {
         *v = g * g;
         return;
-    }
-    if (k->neg_lr_wd != 0.0f) {
-        *p = fmaf(k->neg_lr_wd, *p, *p);
     }
     float denom = sqrtf(*v);
     if (denom < k->eps) {
@@ -116,7 +117,9 @@ static void model_lane(float *p, float grad, float *m, float *v, const Constants
     if (normed > k->clip) {
         normed = k->clip;
     }
-    *m = fmaf(k->one_minus_beta1, normed - *m, *m);
+    /* torch's lerp has two forms: from the start while |w| < 0.5, else from the end. */
+    float w = k->one_minus_beta1;
+    *m = fabsf(w) < 0.5f ? fmaf(w, normed - *m, *m) : fmaf(w - 1.0f, normed - *m, normed);
     *p = fmaf(k->neg_lr, *m, *p);
     *v = fmaf(k->one_minus_beta2 * g, g, k->beta2 * *v);
 }
@@ -153,7 +156,7 @@ static void test_defaults_and_version(void) {
 }
 
 static void test_steps_match_the_model(void) {
-    AdoptHyper hs[4];
+    AdoptHyper hs[6];
     hs[0] = adopt_hyper_default();
     hs[1] = adopt_hyper_default();
     hs[1].lr = 1e-2;
@@ -171,7 +174,16 @@ static void test_steps_match_the_model(void) {
     hs[3].lr = 0.1;
     hs[3].clip = ADOPT_CLIP_NONE;
     hs[3].eps = 1e-8;
-    for (int c = 0; c < 4; c++) {
+    hs[4] = adopt_hyper_default(); /* beta1 <= 0.5: the lerp's second form */
+    hs[4].lr = 1e-2;
+    hs[4].beta1 = 0.3;
+    hs[5] = adopt_hyper_default(); /* pytorch-optimizer's decay and clip schedule */
+    hs[5].lr = 1e-2;
+    hs[5].weight_decay = 0.1;
+    hs[5].decouple = 1;
+    hs[5].first_step_decay = 1;
+    hs[5].clip_offset = 1;
+    for (int c = 0; c < 6; c++) {
         float p[N], g[N], m[N] = {0}, v[N] = {0};
         float mp[N], mm[N] = {0}, mv[N] = {0};
         uint64_t step = 0, mstep = 0;
@@ -192,6 +204,31 @@ static void test_steps_match_the_model(void) {
         CHECK(same_bits(v, mv, N), "config %d: exp_avg_sq differs from the model", c);
         CHECK(step == 6, "config %d: step %llu", c, (unsigned long long)step);
     }
+}
+
+/* A schedule of the caller's own, which the C ABI has no kind for: the
+ * caller evaluates it before each step and passes the value as a constant
+ * threshold. The model evaluates the same schedule at the same step. */
+static double warmup_clip(uint64_t t) { return t < 3 ? 0.05 * (double)(t + 1) : 1.0; }
+
+static void test_custom_clip_schedule_per_step(void) {
+    float p[N], g[N], m[N] = {0}, v[N] = {0};
+    float mp[N], mm[N] = {0}, mv[N] = {0};
+    uint64_t step = 0, mstep = 0;
+    AdoptHyper h = adopt_hyper_default();
+    h.lr = 0.1;
+    h.clip = ADOPT_CLIP_CONSTANT;
+    fill(p, N, 7);
+    memcpy(mp, p, sizeof p);
+    for (uint32_t s = 0; s < 6; s++) {
+        fill(g, N, 40 + s);
+        h.clip_scale = warmup_clip(step);
+        CHECK(adopt_step_f32(p, N, g, N, m, N, v, N, &step, &h) == ADOPT_STATUS_OK, "step %u: %s",
+              s, msg());
+        model_step(mp, g, mm, mv, N, &mstep, &h);
+    }
+    CHECK(same_bits(p, mp, N), "custom schedule: params differ from the model");
+    CHECK(same_bits(m, mm, N), "custom schedule: exp_avg differs from the model");
 }
 
 /* Copies of a step's buffers, to prove an error changed nothing. */
@@ -236,6 +273,14 @@ static void test_bad_input_changes_nothing(void) {
     bad_flag.nesterov = 5;
     AdoptHyper bad_clip = h;
     bad_clip.clip = 3;
+    AdoptHyper huge_lr = h; /* finite as a double, beyond the largest float */
+    huge_lr.lr = 1e39;
+    AdoptHyper huge_rate = h;
+    huge_rate.lr = 1e20;
+    huge_rate.weight_decay = 1e20;
+    huge_rate.decouple = 1;
+    AdoptHyper old_size = h; /* a struct from another header */
+    old_size.size = 96;
 
     expect_error(&b, adopt_step_f32(NULL, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &h),
                  ADOPT_STATUS_NULL_POINTER, "params is a null pointer", "null params");
@@ -255,6 +300,12 @@ static void test_bad_input_changes_nothing(void) {
                  ADOPT_STATUS_INVALID_HYPER, "invalid hyperparameter lr = -1", "negative lr");
     expect_error(&b, adopt_step_f32(b.p, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &nan_eps),
                  ADOPT_STATUS_INVALID_HYPER, "eps = NaN", "NaN eps");
+    expect_error(&b, adopt_step_f32(b.p, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &huge_lr),
+                 ADOPT_STATUS_HYPER_OVERFLOW, "lr = 1e39 overflows f32", "lr overflows float");
+    expect_error(&b, adopt_step_f32(b.p, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &huge_rate),
+                 ADOPT_STATUS_HYPER_OVERFLOW, "= 1e40 overflows f32", "lr*wd overflows float");
+    expect_error(&b, adopt_step_f32(b.p, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &old_size),
+                 ADOPT_STATUS_INVALID_ARGUMENT, "hyper.size is 96", "struct size");
     expect_error(&b, adopt_step_f32(b.p, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &bad_flag),
                  ADOPT_STATUS_INVALID_ARGUMENT, "hyper.nesterov is 5: must be 0 or 1", "flag");
     expect_error(&b, adopt_step_f32(b.p, 4, b.g, 4, b.m, 4, b.v, 4, &b.step, &bad_clip),
@@ -485,6 +536,7 @@ static void test_mixed_precision(void) {
 int main(void) {
     test_defaults_and_version();
     test_steps_match_the_model();
+    test_custom_clip_schedule_per_step();
     test_bad_input_changes_nothing();
     test_bf16_is_the_f32_step_rounded();
     test_optimizer_round_trip();

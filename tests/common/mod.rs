@@ -19,7 +19,7 @@ pub fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
     }
 }
 
-use adopt::{Clip, DecayScaling, Hyper};
+use adopt::{Caution, Clip, DecayScaling, Hyper, WeightDecay};
 use proptest::prelude::*;
 
 /// f32 values with heavy weight on the edges: NaN, ±inf, ±0, subnormals,
@@ -58,8 +58,36 @@ fn clip_decreasing(t: u64) -> f64 {
     1.0 / (t as f64 + 1.0)
 }
 
-/// Hyperparameters with heavy weight on edges, including invalid ones (so the
-/// error paths are compared too).
+/// β values, weighted toward `[0, 0.5]` (where torch's lerp takes its
+/// second form) and the boundary 0.5 itself, plus invalid ones.
+pub fn beta() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        2 => prop::sample::select(vec![
+            0.0,
+            0.5,
+            0.9,
+            0.999,
+            0.9999,
+            1.0 - 1e-16,
+            1.0,
+            -0.1,
+            f64::NAN,
+        ]),
+        1 => prop::sample::select(vec![
+            0.3,
+            0.1,
+            1e-9,
+            0.49999999,
+            0.5 - 1e-17,
+            0.5000001,
+            0.50000000001,
+        ]),
+        1 => 0.0_f64..=0.5,
+    ]
+}
+
+/// Hyperparameters with heavy weight on edges, including invalid ones and
+/// ones that overflow f32 (so the error paths are compared too).
 pub fn hyper() -> impl Strategy<Value = Hyper> {
     let lr = prop::sample::select(vec![
         0.0,
@@ -68,19 +96,10 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
         0.5,
         1e30,
         1e300,
+        1e39,
+        f64::MAX,
         3.0e-39,
         -1e-3,
-        f64::NAN,
-    ]);
-    let beta = prop::sample::select(vec![
-        0.0,
-        0.5,
-        0.9,
-        0.999,
-        0.9999,
-        1.0 - 1e-16,
-        1.0,
-        -0.1,
         f64::NAN,
     ]);
     let eps = prop::sample::select(vec![
@@ -91,15 +110,38 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
         1e-40,
         1.0,
         1e30,
+        1e39,
         -1e-6,
         f64::INFINITY,
     ]);
-    let wd = prop::sample::select(vec![0.0, 0.0, 0.01, 0.1, 10.0, 1e-50, -0.1]);
+    let coefficient = prop::sample::select(vec![0.01, 0.1, 10.0, 1e-50, 0.0, 1e39, 1e20, -0.1]);
+    let scaling = prop::sample::select(vec![
+        DecayScaling::Lr,
+        DecayScaling::Lr,
+        DecayScaling::Fixed,
+        DecayScaling::Corrected { max_lr: Some(0.02) },
+        DecayScaling::Corrected {
+            max_lr: Some(1e-30),
+        },
+        DecayScaling::Corrected {
+            max_lr: Some(1e-300),
+        },
+        DecayScaling::Corrected { max_lr: Some(0.0) },
+        DecayScaling::Corrected { max_lr: None },
+    ]);
+    let weight_decay = prop_oneof![
+        2 => Just(WeightDecay::None),
+        1 => coefficient.clone().prop_map(WeightDecay::L2),
+        2 => (coefficient, scaling, any::<bool>()).prop_map(|(weight_decay, scaling, first_step)| {
+            WeightDecay::Decoupled { weight_decay, scaling, first_step }
+        }),
+    ];
     let clip = prop::sample::select(vec![
         Clip::None,
         Clip::Constant(0.0),
         Clip::Constant(1.0),
         Clip::Constant(1e-40),
+        Clip::Constant(1e38),
         Clip::Constant(1e39),
         Clip::Constant(f64::INFINITY),
         Clip::Constant(-1.0),
@@ -119,47 +161,32 @@ pub fn hyper() -> impl Strategy<Value = Hyper> {
             scale: 1.0,
             exponent: -2.0,
         },
+        Clip::Power {
+            scale: 1e38,
+            exponent: 1.0,
+        },
         Clip::Custom(clip_nan),
         Clip::Custom(clip_negative),
         Clip::Custom(clip_decreasing),
     ]);
-    let decay_scaling = prop::sample::select(vec![
-        DecayScaling::Lr,
-        DecayScaling::Lr,
-        DecayScaling::Fixed,
-        DecayScaling::Corrected { max_lr: 0.02 },
-        DecayScaling::Corrected { max_lr: 1e-30 },
-        DecayScaling::Corrected { max_lr: 0.0 },
+    let caution = prop::sample::select(vec![
+        Caution::Off,
+        Caution::Off,
+        Caution::Timm,
+        Caution::PytorchOptimizer,
     ]);
-    let flags = (
-        any::<bool>(),
-        any::<bool>(),
-        prop::bool::weighted(0.3),
-        prop::bool::weighted(0.3),
-    );
-    (lr, beta.clone(), beta, eps, wd, flags, clip, decay_scaling).prop_map(
-        |(
+    let flags = (any::<bool>(), prop::bool::weighted(0.3), 0_u64..3);
+    (lr, beta(), beta(), eps, weight_decay, flags, clip, caution).prop_map(
+        |(lr, b1, b2, eps, weight_decay, (maximize, nesterov, clip_offset), clip, caution)| Hyper {
             lr,
-            b1,
-            b2,
+            betas: (b1, b2),
             eps,
             weight_decay,
-            (decouple, maximize, nesterov, cautious),
+            maximize,
             clip,
-            decay_scaling,
-        )| {
-            Hyper {
-                lr,
-                betas: (b1, b2),
-                eps,
-                weight_decay,
-                decouple,
-                maximize,
-                clip,
-                decay_scaling,
-                nesterov,
-                cautious,
-            }
+            clip_offset,
+            nesterov,
+            caution,
         },
     )
 }

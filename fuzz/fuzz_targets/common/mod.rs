@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each target uses part of it
 
-use adopt::{Clip, DecayScaling, Hyper};
+use adopt::{Caution, Clip, DecayScaling, Hyper, WeightDecay};
 
 /// Reads the fuzzer's bytes; past the end every read is zero.
 pub struct Bytes<'a>(pub &'a [u8]);
@@ -75,27 +75,45 @@ pub fn hyper(b: &mut Bytes<'_>) -> Hyper {
         _ => Clip::default(),
     };
     let flags = b.u8();
-    Hyper {
-        lr: b.pick(&[0.0, 1e-3, 0.5, 1e30, 1e300, 1e-45, -1e-3]),
-        betas: (
-            b.pick(&[0.0, 0.9, just_below_one, 0.5, 1.0]),
-            b.pick(&[0.0, 0.9999, just_below_one, 0.5, 1.0]),
-        ),
-        eps: b.pick(&[0.0, 1e-45, 1e-40, 1e-6, 1e-12, 1e30, f64::INFINITY]),
-        weight_decay: b.pick(&[0.0, 0.0, 0.1, 1e-40, 10.0]),
-        decouple: flags & 1 != 0,
-        maximize: flags & 2 != 0,
-        clip,
-        decay_scaling: match flags >> 4 & 3 {
-            0 => DecayScaling::Lr,
-            1 => DecayScaling::Fixed,
-            2 => DecayScaling::Corrected { max_lr: 0.02 },
-            _ => DecayScaling::Corrected {
-                max_lr: b.pick(&[0.0, 1e-30, -1.0, f64::NAN]),
+    let coefficient = b.pick(&[0.0, 0.1, 1e-40, 10.0, 1e39, 1e20, -0.1]);
+    let weight_decay = match flags & 3 {
+        0 => WeightDecay::None,
+        1 => WeightDecay::L2(coefficient),
+        _ => WeightDecay::Decoupled {
+            weight_decay: coefficient,
+            scaling: match flags >> 4 & 3 {
+                0 => DecayScaling::Lr,
+                1 => DecayScaling::Fixed,
+                2 => DecayScaling::Corrected { max_lr: Some(0.02) },
+                _ => DecayScaling::Corrected {
+                    max_lr: (b.u8() & 1 == 0)
+                        .then(|| b.pick(&[0.0, 1e-30, 1e-300, -1.0, f64::NAN])),
+                },
             },
+            first_step: flags & 2 != 0,
         },
+    };
+    // β1 weighted toward [0, 0.5], where torch's lerp takes its second
+    // form, and the boundary 0.5 itself.
+    let beta1 = match b.u8() % 4 {
+        0 => b.pick(&[0.0, 0.9, just_below_one, 1.0]),
+        1 => b.pick(&[0.5, 0.5 - 1e-17, 0.49999999, 0.5000001]),
+        _ => b.pick(&[0.0, 0.1, 0.3, 0.45]) + f64::from(b.u8()) / 512.0,
+    };
+    Hyper {
+        lr: b.pick(&[0.0, 1e-3, 0.5, 1e30, 1e39, f64::MAX, 1e300, 1e-45, -1e-3]),
+        betas: (beta1, b.pick(&[0.0, 0.9999, just_below_one, 0.5, 1.0])),
+        eps: b.pick(&[0.0, 1e-45, 1e-40, 1e-6, 1e-12, 1e30, 1e39, f64::INFINITY]),
+        weight_decay,
+        maximize: flags & 8 != 0,
+        clip,
+        clip_offset: u64::from(b.u8() % 3),
         nesterov: flags & 4 != 0,
-        cautious: flags & 8 != 0,
+        caution: match flags >> 6 {
+            0 | 1 => Caution::Off,
+            2 => Caution::Timm,
+            _ => Caution::PytorchOptimizer,
+        },
     }
 }
 
