@@ -5,7 +5,7 @@
 //! `cargo bench --bench roofline_ratio` (sizes from `ADOPT_BENCH_SIZES`,
 //! default 1M, 16M and 64M lanes; pairs from `ADOPT_PAIRS`, default 41).
 
-use adopt::{Hyper, Kernel, Scaling, StateView, adopt_step_with};
+use adopt::{Hyper, Kernel, StateView, StepOptions, adopt_step_ext};
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Instant;
@@ -78,8 +78,11 @@ fn main() {
                 for i in 0..pairs + 2 {
                     let t = Instant::now();
                     let mut state = StateView::new(&mut m, &mut v, &mut step);
-                    adopt_step_with(kernel, &mut p, &g, &mut state, &hyper, Scaling::default())
-                        .unwrap();
+                    let options = StepOptions {
+                        kernel: Some(kernel),
+                        ..StepOptions::default()
+                    };
+                    adopt_step_ext(&mut p, &g, &mut state, &hyper, &options).unwrap();
                     let step_time = t.elapsed().as_secs_f64();
                     let t = Instant::now();
                     if parallel {

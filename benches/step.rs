@@ -5,7 +5,7 @@
 //! criterion's estimates into the table and chart of BENCHMARKS.md.
 //! `ADOPT_BENCH_SIZES=4096,65536` limits the sizes.
 
-use adopt::{Hyper, Kernel, Scaling, StateView, adopt_step_with, reference};
+use adopt::{Hyper, Kernel, StateView, StepOptions, adopt_step_ext, reference};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rayon::prelude::*;
 use std::hint::black_box;
@@ -38,13 +38,16 @@ impl Buffers {
 
     fn step_with(&mut self, kernel: Kernel) {
         let mut state = StateView::new(&mut self.m, &mut self.v, &mut self.step);
-        adopt_step_with(
-            kernel,
+        let options = StepOptions {
+            kernel: Some(kernel),
+            ..StepOptions::default()
+        };
+        adopt_step_ext(
             &mut self.p,
             &self.g,
             &mut state,
             &Hyper::default(),
-            Scaling::default(),
+            &options,
         )
         .unwrap();
     }

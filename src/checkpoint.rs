@@ -661,7 +661,9 @@ impl Adopt {
     pub fn load(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let (groups, params) = decode(bytes)?;
         if self.groups.is_empty() && self.params.is_empty() {
+            let kernel = self.kernel;
             *self = Adopt::from_checkpoint(bytes)?;
+            self.kernel = kernel;
             return Ok(());
         }
         self.check_groups(&groups)?;

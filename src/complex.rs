@@ -7,7 +7,7 @@
 //! and the results are bit-identical to the f32 step on the interleaved
 //! lanes.
 
-use crate::{Error, Hyper, StateView, adopt_step_view};
+use crate::{AsStateView, Error, Hyper, StateView, adopt_step};
 /// The complex type this module steps, re-exported from `num-complex`.
 pub use num_complex::Complex32;
 
@@ -27,19 +27,9 @@ pub fn as_lanes_mut(values: &mut [Complex32]) -> &mut [f32] {
     bytemuck::cast_slice_mut(values)
 }
 
-/// [`adopt_step_view`] for complex parameters: the state has `2 ×
-/// params.len()` lanes (interleaved `re`, `im`).
-pub fn adopt_step_complex_view(
-    params: &mut [Complex32],
-    grads: &[Complex32],
-    state: &mut StateView<'_>,
-    hyper: &Hyper,
-) -> Result<(), Error> {
-    adopt_step_view(as_lanes_mut(params), as_lanes(grads), state, hyper)
-}
-
-/// [`adopt_step`](crate::adopt_step) for complex parameters: create the state
-/// with `State::new(2 * params.len())`.
+/// [`adopt_step`] for complex parameters, over a
+/// [`State`](crate::State) or a [`StateView`] of `2 × params.len()` lanes
+/// (interleaved `re`, `im`): create it with `State::new(2 * params.len())`.
 ///
 /// ```
 /// use adopt::{complex::{adopt_step_complex, Complex32}, Hyper, State};
@@ -52,12 +42,22 @@ pub fn adopt_step_complex_view(
 /// assert!(params[0].re < 1.0 && params[0].im > 1.0);
 /// # Ok::<(), adopt::Error>(())
 /// ```
-#[cfg(feature = "alloc")]
-pub fn adopt_step_complex(
+pub fn adopt_step_complex<S: AsStateView + ?Sized>(
     params: &mut [Complex32],
     grads: &[Complex32],
-    state: &mut crate::State,
+    state: &mut S,
     hyper: &Hyper,
 ) -> Result<(), Error> {
-    adopt_step_complex_view(params, grads, &mut state.view_mut(), hyper)
+    adopt_step(as_lanes_mut(params), as_lanes(grads), state, hyper)
+}
+
+/// [`adopt_step_complex`] over a [`StateView`].
+#[deprecated(note = "adopt_step_complex takes a StateView too")]
+pub fn adopt_step_complex_view(
+    params: &mut [Complex32],
+    grads: &[Complex32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    adopt_step_complex(params, grads, state, hyper)
 }

@@ -217,7 +217,8 @@ pub enum Error {
     /// The state's step count is `u64::MAX` and cannot advance.
     StepOverflow,
     /// A kernel this CPU cannot run was asked for: by
-    /// [`adopt_step_with`](crate::adopt_step_with) or an options struct, or
+    /// [`StepOptions::kernel`](crate::StepOptions::kernel) or
+    /// [`Adopt::set_kernel`](crate::Adopt::set_kernel), or
     /// by the `ADOPT_KERNEL` environment variable.
     KernelUnavailable(crate::Kernel),
     /// The `ADOPT_KERNEL` environment variable names no kernel (see
@@ -231,13 +232,13 @@ pub enum Error {
     },
     /// A [`ParamId`](crate::ParamId) the optimizer never issued.
     #[cfg(feature = "alloc")]
-    UnknownParam(crate::ParamId),
+    UnknownParam(crate::ids::ParamId),
     /// A [`GroupId`](crate::GroupId) the optimizer never issued.
     #[cfg(feature = "alloc")]
-    UnknownGroup(crate::GroupId),
+    UnknownGroup(crate::ids::GroupId),
     /// The same parameter appears twice in one step.
     #[cfg(feature = "alloc")]
-    DuplicateParam(crate::ParamId),
+    DuplicateParam(crate::ids::ParamId),
     /// A supplied [`CautionMask`](crate::CautionMask) is impossible: more
     /// lanes kept than it has, or fewer lanes than this shard.
     InvalidCautionMask {

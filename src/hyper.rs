@@ -605,6 +605,29 @@ impl Hyper {
     }
 }
 
+/// Everything a step can be told besides buffers and hyperparameters.
+///
+/// ```
+/// use adopt::{adopt_step_ext, Hyper, Kernel, StateView, StepOptions};
+/// let options = StepOptions { kernel: Some(Kernel::Portable), ..StepOptions::default() };
+/// let (mut p, mut m, mut v, mut step) = ([1.0_f32; 3], [0.0; 3], [0.0; 3], 0);
+/// adopt_step_ext(&mut p, &[0.5; 3], &mut StateView::new(&mut m, &mut v, &mut step), &Hyper::default(), &options)?;
+/// # Ok::<(), adopt::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepOptions {
+    /// The kernel; `None` for [`Kernel::try_active`](crate::Kernel::try_active).
+    pub kernel: Option<crate::kernel::Kernel>,
+    /// Mixed-precision scaling: `inv_scale` is fused into the kernel's
+    /// first operation on each gradient lane, and `found_inf` skips the
+    /// step, changing nothing (inputs are still validated).
+    pub scaling: Scaling,
+    /// For cautious masking ([`Hyper::caution`]) of a shard: the mask count
+    /// of the whole tensor (the sum of every shard's [`caution_mask`](crate::caution_mask)).
+    /// `None`: the step counts its own buffer.
+    pub caution_mask: Option<CautionMask>,
+}
+
 /// Mixed-precision gradient scaling for one step, as PyTorch's `GradScaler`
 /// provides it: the gradients were computed from `loss × scale`.
 ///
@@ -616,18 +639,20 @@ impl Hyper {
 ///   scale and retry.
 ///
 /// ```
-/// use adopt::{adopt_step_scaled, grads_nonfinite, Hyper, Scaling, State};
+/// use adopt::{adopt_step_ext, grads_nonfinite, Hyper, Scaling, State, StepOptions};
 /// let scale = 1024.0_f32;
 /// let mut params = vec![1.0_f32; 4];
 /// let mut state = State::new(4);
 /// let scaled_grads = vec![0.5 * scale; 4];
 /// let scaling = Scaling { inv_scale: 1.0 / scale, found_inf: grads_nonfinite(&scaled_grads) };
-/// adopt_step_scaled(&mut params, &scaled_grads, &mut state, &Hyper::default(), scaling)?;
+/// let options = StepOptions { scaling, ..StepOptions::default() };
+/// adopt_step_ext(&mut params, &scaled_grads, &mut state, &Hyper::default(), &options)?;
 /// assert_eq!(state.exp_avg_sq(), &[0.25; 4]); // v saw the unscaled 0.5
 ///
 /// let overflowed = vec![f32::INFINITY; 4];
 /// let skip = Scaling { inv_scale: 1.0 / scale, found_inf: grads_nonfinite(&overflowed) };
-/// adopt_step_scaled(&mut params, &overflowed, &mut state, &Hyper::default(), skip)?;
+/// let options = StepOptions { scaling: skip, ..StepOptions::default() };
+/// adopt_step_ext(&mut params, &overflowed, &mut state, &Hyper::default(), &options)?;
 /// assert_eq!(state.step(), 1); // skipped entirely
 /// # Ok::<(), adopt::Error>(())
 /// ```

@@ -4,21 +4,12 @@
 
 use crate::error::{Buffer, Error};
 use crate::hyper::{Caution, Hyper, Scaling, StepConstants};
+pub use crate::ids::{GroupId, ParamId};
 use crate::kernel::{Job, Kernel};
 use crate::state::State;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
-
-/// A parameter buffer registered with an [`Adopt`]; stable for the
-/// optimizer's life and across checkpoints (ids are dense, in registration
-/// order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ParamId(pub u32);
-
-/// A parameter group of an [`Adopt`]: a set of buffers sharing one [`Hyper`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupId(pub u32);
 
 /// A parameter group: its hyperparameters and its initial learning rate.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +84,8 @@ pub struct Item<'a> {
 pub struct Adopt {
     pub(crate) groups: Vec<Group>,
     pub(crate) params: Vec<Param>,
+    /// The kernel this optimizer's steps use; `None`: [`Kernel::try_active`].
+    pub(crate) kernel: Option<Kernel>,
     /// Duplicate detection without allocating.
     stamps: Stamps,
     /// Per-step scratch, kept to avoid allocating in steady state: one
@@ -270,6 +263,32 @@ impl Adopt {
         Ok(ParamId(self.params.len() as u32 - 1))
     }
 
+    /// Makes this optimizer's steps use `kernel` (`None`: the process-wide
+    /// choice, [`Kernel::try_active`]); other optimizers and single-buffer
+    /// steps are not affected. Refuses a kernel this CPU cannot run
+    /// ([`Error::KernelUnavailable`]), changing nothing. Not saved in
+    /// checkpoints (it is a property of the machine, not of training).
+    ///
+    /// ```
+    /// use adopt::{Adopt, Kernel};
+    /// let mut opt = Adopt::new();
+    /// opt.set_kernel(Some(Kernel::Portable))?;
+    /// assert_eq!(opt.kernel(), Some(Kernel::Portable));
+    /// # Ok::<(), adopt::Error>(())
+    /// ```
+    pub fn set_kernel(&mut self, kernel: Option<Kernel>) -> Result<(), Error> {
+        if let Some(k) = kernel {
+            crate::prepare::kernel(Some(k))?;
+        }
+        self.kernel = kernel;
+        Ok(())
+    }
+
+    /// The kernel set by [`set_kernel`](Adopt::set_kernel), if any.
+    pub fn kernel(&self) -> Option<Kernel> {
+        self.kernel
+    }
+
     /// The number of groups.
     pub fn group_count(&self) -> usize {
         self.groups.len()
@@ -345,7 +364,7 @@ impl Adopt {
     /// [`step`](Adopt::step) with mixed-precision [`Scaling`] for all items;
     /// `found_inf` skips the whole step (after validation).
     pub fn step_scaled(&mut self, items: &mut [Item<'_>], scaling: Scaling) -> Result<(), Error> {
-        let kernel = Kernel::try_active()?;
+        let kernel = crate::prepare::kernel(self.kernel)?;
         let Plan {
             lanes,
             new_states,
@@ -427,11 +446,11 @@ impl Adopt {
         scaling: Scaling,
     ) -> Result<Plan, Error> {
         #[cfg(feature = "rayon")]
-        if items.len() >= WAKE_POOL_ITEMS && rayon::current_num_threads() > 1 {
+        if items.len() >= WAKE_POOL_ITEMS && crate::parallel::threads() > 1 {
             if items.len() >= PARALLEL_VALIDATION_ITEMS {
                 return self.validate_halves(items, scaling);
             }
-            return rayon::join(|| self.validate(items, scaling), || ()).0;
+            return crate::parallel::join(|| self.validate(items, scaling), || ()).0;
         }
         self.validate(items, scaling)
     }
@@ -480,7 +499,7 @@ impl Adopt {
         let (left_work, right_work) = self.work.split_at_mut(mid);
         let (params, groups, stamps) = (&self.params[..], &self.groups[..], &self.stamps);
         let (constants, right_constants) = (&mut self.constants, &mut self.right_constants);
-        let (left, right) = rayon::join(
+        let (left, right) = crate::parallel::join(
             || {
                 check(
                     params, groups, stamps, left_stamp, left_items, left_work, constants, scaling,
@@ -530,10 +549,10 @@ impl Adopt {
     /// each job advances its parameter's step count.
     fn run(&mut self, kernel: Kernel, items: &mut [Item<'_>], lanes: usize) {
         #[cfg(feature = "rayon")]
-        if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+        if lanes >= crate::PARALLEL_THRESHOLD && crate::parallel::threads() > 1 {
             let params = ParamsPtr(self.params.as_mut_ptr());
             let constants = &self.constants[..];
-            let threads = rayon::current_num_threads();
+            let threads = crate::parallel::threads();
             // SAFETY: see `jobs`; `split` partitions the items.
             unsafe {
                 split(
@@ -583,7 +602,7 @@ unsafe fn split(
         let middle = work[mid].start;
         let (left_items, right_items) = items.split_at_mut(mid);
         let (left_work, right_work) = work.split_at(mid);
-        rayon::join(
+        crate::parallel::join(
             // SAFETY: the two halves partition the items (the caller's
             // contract holds for each).
             || unsafe {

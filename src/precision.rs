@@ -41,12 +41,15 @@
 //! ```
 
 use crate::error::{Buffer, Error};
-use crate::hyper::{Caution, CautionMask, Hyper, StepConstants};
+use crate::hyper::{Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
+use crate::parallel;
+use crate::prepare;
 use crate::state::StateView;
 use half::{bf16, f16};
 
 /// Lanes converted per block (stack buffers of 4 × 512 f32).
+#[doc(hidden)]
 pub const BLOCK: usize = 512;
 
 mod sealed {
@@ -373,6 +376,50 @@ fn count_blocks<P: Lane, G: Lane, M: Lane, V: Lane>(
     )
 }
 
+/// One buffer (or a chunk of one whose first lane is lane `first_lane` of
+/// its tensor) of any storage mix, stepped on this thread with validated
+/// constants: widen, step with the kernel, round back, block by block.
+/// `first_lane` numbers the lanes for stochastic rounding.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn step_typed<P: Lane, G: Lane, M: Lane, V: Lane>(
+    kernel: Kernel,
+    p: &mut [P],
+    g: &[G],
+    m: &mut [M],
+    v: &mut [V],
+    k: &StepConstants,
+    rounding: Rounding,
+    first_lane: u64,
+) {
+    debug_assert!(first_lane.is_multiple_of(BLOCK as u64));
+    let blocks = p
+        .chunks_mut(BLOCK)
+        .zip(g.chunks(BLOCK))
+        .zip(m.chunks_mut(BLOCK).zip(v.chunks_mut(BLOCK)))
+        .enumerate()
+        .map(|(i, b)| (first_lane as usize / BLOCK + i, b));
+    step_blocks(kernel, blocks, k, rounding, &mut [[0.0_f32; BLOCK]; 4]);
+}
+
+/// Validates a half-precision step and applies its cautious pre-pass: the
+/// kernel and the constants, or the error.
+fn prepare_half<P: Lane, G: Lane, M: Lane, V: Lane>(
+    params: &[P],
+    grads: &[G],
+    exp_avg: &[M],
+    exp_avg_sq: &[V],
+    step: u64,
+    hyper: &Hyper,
+) -> Result<(Kernel, StepConstants), Error> {
+    let kernel = prepare::kernel(None)?;
+    prepare::lengths(params.len(), grads.len(), exp_avg.len(), exp_avg_sq.len())?;
+    let mut k = prepare::constants(step, hyper, Scaling::default())?;
+    prepare::caution(&mut k, params.len(), None, |k| {
+        count_blocks(kernel, params, grads, exp_avg, exp_avg_sq, k)
+    });
+    Ok((kernel, k))
+}
+
 /// The step over any mix of storage types: parameters `P`, gradients `G`
 /// and first moment `M` (`f32`, `bf16` or `f16` each), second moment `V`
 /// (`f32` or `bf16`: see [`SecondMoment`]), with f32 arithmetic identical
@@ -390,61 +437,10 @@ pub fn adopt_step_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     hyper: &Hyper,
     rounding: Rounding,
 ) -> Result<(), Error> {
-    let lanes = params.len();
-    let kernel = Kernel::try_active()?;
-    let mut k = crate::prepare(
-        lanes,
-        grads.len(),
-        exp_avg.len(),
-        exp_avg_sq.len(),
-        *step,
-        hyper,
-    )?;
-    if hyper.caution != Caution::Off && k.step > 0 {
-        let count = count_blocks(kernel, params, grads, exp_avg, exp_avg_sq, &k);
-        k.caution_scale = Some(
-            CautionMask {
-                count,
-                lanes: lanes as u64,
-            }
-            .scale(hyper.caution),
-        );
-    }
-    #[cfg(feature = "rayon")]
-    if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        // Tasks of at least 32 blocks (16K lanes), each with one scratch.
-        const TASK: usize = 32 * BLOCK;
-        params
-            .par_chunks_mut(TASK)
-            .zip(grads.par_chunks(TASK))
-            .zip(
-                exp_avg
-                    .par_chunks_mut(TASK)
-                    .zip(exp_avg_sq.par_chunks_mut(TASK)),
-            )
-            .enumerate()
-            .for_each_init(
-                || [[0.0_f32; BLOCK]; 4],
-                |buf, (t, ((p, g), (m, v)))| {
-                    let blocks = p
-                        .chunks_mut(BLOCK)
-                        .zip(g.chunks(BLOCK))
-                        .zip(m.chunks_mut(BLOCK).zip(v.chunks_mut(BLOCK)))
-                        .enumerate()
-                        .map(|(i, b)| (t * (TASK / BLOCK) + i, b));
-                    step_blocks(kernel, blocks, &k, rounding, buf);
-                },
-            );
-        *step += 1;
-        return Ok(());
-    }
-    let blocks = params
-        .chunks_mut(BLOCK)
-        .zip(grads.chunks(BLOCK))
-        .zip(exp_avg.chunks_mut(BLOCK).zip(exp_avg_sq.chunks_mut(BLOCK)))
-        .enumerate();
-    step_blocks(kernel, blocks, &k, rounding, &mut [[0.0_f32; BLOCK]; 4]);
+    let (kernel, k) = prepare_half(params, grads, exp_avg, exp_avg_sq, *step, hyper)?;
+    parallel::for_each_chunk(params, grads, exp_avg, exp_avg_sq, |first, p, g, m, v| {
+        step_typed(kernel, p, g, m, v, &k, rounding, first as u64)
+    });
     *step += 1;
     Ok(())
 }
@@ -481,17 +477,35 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
             got: params.len(),
         });
     }
-    let step_before = *state.step;
-    let kernel = Kernel::try_active()?;
-    adopt_step_half(
+    let (kernel, k) = prepare_half(
         master,
         grads,
         state.exp_avg,
         state.exp_avg_sq,
-        state.step,
+        *state.step,
         hyper,
-        Rounding::NearestEven,
     )?;
+    parallel::for_each_chunk(
+        master,
+        grads,
+        state.exp_avg,
+        state.exp_avg_sq,
+        |first, p, g, m, v| step_typed(kernel, p, g, m, v, &k, Rounding::NearestEven, first as u64),
+    );
+    round_master(kernel, master, params, rounding, k.step);
+    *state.step += 1;
+    Ok(())
+}
+
+/// Rounds an f32 master copy into its half-precision parameters (`step`:
+/// the steps taken before this one, for stochastic rounding).
+pub(crate) fn round_master<P: Lane>(
+    kernel: Kernel,
+    master: &[f32],
+    params: &mut [P],
+    rounding: Rounding,
+    step: u64,
+) {
     match rounding {
         Rounding::NearestEven => kernel.within(
             #[inline(always)]
@@ -499,8 +513,7 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
         ),
         Rounding::Stochastic { seed } => kernel.within(
             #[inline(always)]
-            || round_stochastic(master, params, seed, step_before, 0),
+            || round_stochastic(master, params, seed, step, 0),
         ),
     }
-    Ok(())
 }

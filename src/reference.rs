@@ -49,9 +49,9 @@
 //! `sqrt` and `fma` are correctly rounded (the pure-Rust `libm`, so this
 //! module is identical with and without `std`).
 
-use crate::StepOptions;
-use crate::error::Error;
-use crate::hyper::{Caution, CautionMask, Decay, Hyper, Scaling, StepConstants};
+use crate::error::{Buffer, Error};
+use crate::hyper::StepOptions;
+use crate::hyper::{Caution, CautionMask, Decay, Hyper, StepConstants};
 #[cfg(feature = "alloc")]
 use crate::state::State;
 use crate::state::StateView;
@@ -177,6 +177,48 @@ pub fn caution_lane(p: f32, grad: f32, m: f32, v: f32, k: &StepConstants) -> boo
     caution_agrees(u, g, normed, k)
 }
 
+/// The validation every step makes before it writes anything, in the same
+/// order as the fast path, so the same bad input gets the same error:
+/// lengths, the step count, the hyperparameters at this step, the scaling,
+/// a supplied caution mask. `None` when `found_inf` skips the step.
+fn validate(
+    params: usize,
+    grads: usize,
+    state: &StateView<'_>,
+    hyper: &Hyper,
+    options: &StepOptions,
+) -> Result<Option<StepConstants>, Error> {
+    for (buffer, got) in [
+        (Buffer::Grads, grads),
+        (Buffer::ExpAvg, state.exp_avg.len()),
+        (Buffer::ExpAvgSq, state.exp_avg_sq.len()),
+    ] {
+        if got != params {
+            return Err(Error::LengthMismatch {
+                buffer,
+                expected: params,
+                got,
+            });
+        }
+    }
+    if *state.step == u64::MAX {
+        return Err(Error::StepOverflow);
+    }
+    let mut k = hyper.constants(*state.step)?;
+    options.scaling.validate()?;
+    k.inv_scale = options.scaling.inv_scale;
+    if let Some(mask) = options.caution_mask
+        && (mask.count > mask.lanes || mask.lanes < params as u64)
+    {
+        return Err(Error::InvalidCautionMask {
+            count: mask.count,
+            lanes: mask.lanes,
+            shard: params as u64,
+        });
+    }
+    Ok((!options.scaling.found_inf).then_some(k))
+}
+
 /// The reference form of [`adopt_step_view`](crate::adopt_step_view): same
 /// validation, same errors, same results, one lane at a time.
 pub fn adopt_step_view(
@@ -185,27 +227,24 @@ pub fn adopt_step_view(
     state: &mut StateView<'_>,
     hyper: &Hyper,
 ) -> Result<(), Error> {
-    adopt_step_scaled_view(params, grads, state, hyper, Scaling::default())
+    adopt_step_ext(params, grads, state, hyper, &StepOptions::default())
 }
 
-/// The reference form of [`adopt_step_scaled_view`](crate::adopt_step_scaled_view).
+/// The reference form of [`adopt_step_view`](crate::adopt_step_view) with
+/// mixed-precision scaling.
+#[deprecated(note = "use reference::adopt_step_ext with StepOptions { scaling, .. }")]
 pub fn adopt_step_scaled_view(
     params: &mut [f32],
     grads: &[f32],
     state: &mut StateView<'_>,
     hyper: &Hyper,
-    scaling: Scaling,
+    scaling: crate::hyper::Scaling,
 ) -> Result<(), Error> {
-    adopt_step_ext(
-        params,
-        grads,
-        state,
-        hyper,
-        &StepOptions {
-            scaling,
-            ..StepOptions::default()
-        },
-    )
+    let options = StepOptions {
+        scaling,
+        ..StepOptions::default()
+    };
+    adopt_step_ext(params, grads, state, hyper, &options)
 }
 
 /// The reference form of [`caution_mask`](crate::caution_mask).
@@ -216,7 +255,7 @@ pub fn caution_mask(
     hyper: &Hyper,
     options: &StepOptions,
 ) -> Result<CautionMask, Error> {
-    let (_, k) = crate::prepare_options(params.len(), grads.len(), state, hyper, options)?;
+    let k = validate(params.len(), grads.len(), state, hyper, options)?;
     let count = match k {
         Some(k) if k.step > 0 && hyper.caution != Caution::Off => params
             .iter()
@@ -232,7 +271,8 @@ pub fn caution_mask(
     })
 }
 
-/// The reference form of [`adopt_step_ext`](crate::adopt_step_ext).
+/// The reference form of [`adopt_step_ext`](crate::adopt_step_ext)
+/// (`options.kernel` is ignored: this is its own kernel).
 pub fn adopt_step_ext(
     params: &mut [f32],
     grads: &[f32],
@@ -240,9 +280,7 @@ pub fn adopt_step_ext(
     hyper: &Hyper,
     options: &StepOptions,
 ) -> Result<(), Error> {
-    let (_, Some(mut k)) =
-        crate::prepare_options(params.len(), grads.len(), state, hyper, options)?
-    else {
+    let Some(mut k) = validate(params.len(), grads.len(), state, hyper, options)? else {
         return Ok(()); // found_inf: the step is skipped
     };
     if hyper.caution != Caution::Off && k.step > 0 {
@@ -264,7 +302,8 @@ pub fn adopt_step_ext(
     Ok(())
 }
 
-/// The reference form of [`adopt_step`](crate::adopt_step).
+/// The reference form of [`adopt_step`](crate::adopt_step) over an owned
+/// [`State`].
 #[cfg(feature = "alloc")]
 pub fn adopt_step(
     params: &mut [f32],

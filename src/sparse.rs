@@ -294,7 +294,7 @@ fn plan(
     hyper: &Hyper,
     options: &SparseOptions,
 ) -> Result<Option<Plan>, Error> {
-    crate::resolve_kernel(options.kernel)?;
+    crate::prepare::kernel(options.kernel)?;
     let dim = state.dim;
     if Some(table) != state.rows().checked_mul(dim) {
         return Err(Error::TableMismatch {
@@ -574,21 +574,7 @@ fn execute(
             *step += 1;
         }
     };
-    #[cfg(feature = "rayon")]
-    {
-        let lanes = plan.tasks.len() * dim;
-        // Small steps never touch the pool (not even to count its threads).
-        if lanes >= crate::PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            let threads = rayon::current_num_threads();
-            // A few chunks per thread, each of at least 16K lanes.
-            let per_chunk = lanes.div_ceil(4 * threads).max(1 << 14);
-            let chunk = per_chunk.div_ceil(dim).max(1);
-            plan.tasks.par_chunks(chunk).for_each(run);
-            return;
-        }
-    }
-    run(&plan.tasks)
+    crate::parallel::for_each_task_chunk(&plan.tasks, dim, run);
 }
 
 /// One ADOPT step of the listed rows of an embedding table.
@@ -669,7 +655,7 @@ pub fn adopt_step_rows_ext(
     let Some(plan) = plan(table.len(), rows, grads, state, hyper, options)? else {
         return Ok(());
     };
-    let kernel = crate::resolve_kernel(options.kernel)?;
+    let kernel = crate::prepare::kernel(options.kernel)?;
     execute(kernel, table, grads, state, hyper, &plan);
     Ok(())
 }

@@ -605,7 +605,14 @@ fn error_messages_name_the_buffer_and_parameter() {
 
 #[test]
 fn bad_inv_scale_is_refused_and_found_inf_changes_nothing() {
-    use adopt::{Scaling, adopt_step_scaled};
+    use adopt::{Scaling, StepOptions, adopt_step_ext};
+    let adopt_step_scaled = |p: &mut [f32], g: &[f32], s: &mut State, h: &Hyper, scaling| {
+        let options = StepOptions {
+            scaling,
+            ..StepOptions::default()
+        };
+        adopt_step_ext(p, g, s, h, &options)
+    };
     let cases = [
         (f32::NAN, f64::NAN),
         (f32::INFINITY, f64::INFINITY),
@@ -713,5 +720,64 @@ fn impossible_caution_masks_and_unavailable_kernels_are_refused() {
         let got = adopt_step_ext(&mut p, &[1.0; 2], &mut state.view_mut(), &hyper, &options);
         assert_eq!(got, Err(Error::KernelUnavailable(kernel)));
         assert_eq!((state.step(), p), (0, vec![1.0; 2]));
+    }
+}
+
+/// The deprecated entry points still step exactly as `adopt_step_ext` with
+/// the same options.
+#[test]
+#[allow(deprecated)]
+fn deprecated_entry_points_still_work() {
+    use adopt::{Kernel, Scaling, StepOptions, adopt_step_ext};
+    let hyper = Hyper {
+        lr: 0.1,
+        ..Hyper::default()
+    };
+    let scaling = Scaling {
+        inv_scale: 0.5,
+        found_inf: false,
+    };
+    let grads = [0.3_f32, -1.0, 2.0, 0.0, 5.0];
+    let run = |f: &dyn Fn(&mut [f32], &mut State)| {
+        let (mut p, mut s) = (vec![1.0_f32; 5], State::new(5));
+        for _ in 0..3 {
+            f(&mut p, &mut s);
+        }
+        (p, s)
+    };
+    let want = run(&|p, s| {
+        let options = StepOptions {
+            kernel: Some(Kernel::Portable),
+            scaling,
+            caution_mask: None,
+        };
+        adopt_step_ext(p, &grads, s, &hyper, &options).unwrap()
+    });
+    let with = run(&|p, s| {
+        adopt::adopt_step_with(
+            Kernel::Portable,
+            p,
+            &grads,
+            &mut s.view_mut(),
+            &hyper,
+            scaling,
+        )
+        .unwrap()
+    });
+    let scaled = run(&|p, s| adopt::adopt_step_scaled(p, &grads, s, &hyper, scaling).unwrap());
+    let scaled_view = run(&|p, s| {
+        adopt::adopt_step_scaled_view(p, &grads, &mut s.view_mut(), &hyper, scaling).unwrap()
+    });
+    let reference_view = run(&|p, s| {
+        reference::adopt_step_scaled_view(p, &grads, &mut s.view_mut(), &hyper, scaling).unwrap()
+    });
+    for (name, got) in [
+        ("adopt_step_with", with),
+        ("adopt_step_scaled", scaled),
+        ("adopt_step_scaled_view", scaled_view),
+        ("reference::adopt_step_scaled_view", reference_view),
+    ] {
+        assert_same_bits(&got.0, &want.0, name);
+        assert_eq!(got.1, want.1, "{name}: state");
     }
 }

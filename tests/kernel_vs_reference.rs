@@ -7,7 +7,7 @@ mod common;
 
 use adopt::{
     CautionMask, Error, Hyper, Kernel, Scaling, StateView, StepOptions, WeightDecay,
-    adopt_step_ext, adopt_step_with, caution_mask, reference,
+    adopt_step_ext, caution_mask, reference,
 };
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
@@ -303,14 +303,11 @@ fn every_listed_kernel_reports_availability_consistently() {
     for kernel in Kernel::ALL {
         if !kernel.is_available() {
             let mut state = adopt::State::new(1);
-            let got = adopt_step_with(
-                kernel,
-                &mut [1.0],
-                &[1.0],
-                &mut state.view_mut(),
-                &Hyper::default(),
-                Scaling::default(),
-            );
+            let options = StepOptions {
+                kernel: Some(kernel),
+                ..StepOptions::default()
+            };
+            let got = adopt_step_ext(&mut [1.0], &[1.0], &mut state, &Hyper::default(), &options);
             assert_eq!(got, Err(Error::KernelUnavailable(kernel)));
             assert_eq!(state.step(), 0);
         }

@@ -111,3 +111,40 @@ fn every_kernel_matches_the_reference_serial_and_parallel() {
     }
     Kernel::force(None);
 }
+
+/// An optimizer's own kernel choice: steps with it equal the reference (as
+/// every kernel does), an unavailable one is refused with nothing changed,
+/// and loading a checkpoint keeps it.
+#[test]
+fn each_optimizer_can_choose_its_kernel() {
+    for kernel in Kernel::ALL {
+        let mut opt = Adopt::new();
+        let got = opt.set_kernel(Some(kernel));
+        if !kernel.is_available() {
+            assert_eq!(got, Err(adopt::Error::KernelUnavailable(kernel)));
+            assert_eq!(opt.kernel(), None);
+            continue;
+        }
+        got.unwrap();
+        let g = opt.add_group(Hyper::default()).unwrap();
+        let id = opt.add_param(g, 37, None).unwrap();
+        let (mut p, mut q) = (vec![1.0_f32; 37], vec![1.0_f32; 37]);
+        let grads: Vec<f32> = (0..37).map(|i| (i as f32 * 0.3).sin()).collect();
+        let mut state = State::new(37);
+        for _ in 0..3 {
+            opt.step(&mut [Item {
+                id,
+                params: &mut p,
+                grads: Some(&grads),
+            }])
+            .unwrap();
+            adopt::reference::adopt_step(&mut q, &grads, &mut state, &Hyper::default()).unwrap();
+        }
+        assert_same_bits(&p, &q, kernel.name());
+        let bytes = opt.save().unwrap();
+        let mut fresh = Adopt::new();
+        fresh.set_kernel(Some(kernel)).unwrap();
+        fresh.load(&bytes).unwrap();
+        assert_eq!(fresh.kernel(), Some(kernel));
+    }
+}

@@ -3,7 +3,9 @@
 
 mod common;
 
-use adopt::{Hyper, Scaling, State, WeightDecay, adopt_step, adopt_step_scaled, grads_nonfinite};
+use adopt::{
+    Hyper, Scaling, State, StepOptions, WeightDecay, adopt_step, adopt_step_ext, grads_nonfinite,
+};
 use common::{assert_same_bits, value};
 use proptest::prelude::*;
 
@@ -22,7 +24,8 @@ proptest! {
         let (mut s1, mut s2) = (State::new(n), State::new(n));
         let hyper = Hyper { lr: 0.01, weight_decay: WeightDecay::l2(0.1), ..Hyper::default() };
         for _ in 0..steps {
-            adopt_step_scaled(&mut p1, &grads, &mut s1, &hyper, Scaling { inv_scale, found_inf: false }).unwrap();
+            let options = StepOptions { scaling: Scaling { inv_scale, found_inf: false }, ..StepOptions::default() };
+            adopt_step_ext(&mut p1, &grads, &mut s1, &hyper, &options).unwrap();
             adopt_step(&mut p2, &unscaled, &mut s2, &hyper).unwrap();
         }
         assert_same_bits(&p1, &p2, "params");

@@ -5,10 +5,7 @@
 
 mod common;
 
-use adopt::{
-    CautionMask, Kernel, Scaling, StateView, StepOptions, adopt_step_ext, adopt_step_with,
-    caution_mask,
-};
+use adopt::{CautionMask, Kernel, Scaling, StateView, StepOptions, adopt_step_ext, caution_mask};
 use common::{assert_same_bits, hyper, second_moment, value};
 use proptest::prelude::*;
 
@@ -35,7 +32,8 @@ proptest! {
             let mut shard_steps = vec![0_u64; bounds.len()];
             for t in 0..3 {
                 let g = &grads[t * 100..t * 100 + n];
-                let whole = adopt_step_with(kernel, &mut wp, g, &mut StateView::new(&mut wm, &mut wv, &mut ws), &h, scaling);
+                let alone = StepOptions { kernel: Some(kernel), scaling, caution_mask: None };
+                let whole = adopt_step_ext(&mut wp, g, &mut StateView::new(&mut wm, &mut wv, &mut ws), &h, &alone);
                 // Cautious masking needs the tensor-wide count: each shard
                 // counts its lanes, the engine sums them (an all-reduce).
                 let options = StepOptions { kernel: Some(kernel), scaling, caution_mask: None };

@@ -9,7 +9,7 @@
 
 mod common;
 
-use adopt::{Error, Kernel, Scaling, StateView, adopt_step_with, reference};
+use adopt::{Error, Kernel, Scaling, StateView, StepOptions, adopt_step_ext, reference};
 use common::{Bytes, hyper, same};
 use libfuzzer_sys::fuzz_target;
 
@@ -64,20 +64,27 @@ fuzz_target!(|data: &[u8]| {
         let (mut rp, mut rm, mut rv, mut rs) = (p0.clone(), m0.clone(), v0.clone(), start);
         for g in &grads {
             let before = (xp.clone(), xm.clone(), xv.clone(), xs);
-            let got: Result<(), Error> = adopt_step_with(
-                kernel,
+            let options = StepOptions {
+                kernel: Some(kernel),
+                scaling,
+                caution_mask: None,
+            };
+            let got: Result<(), Error> = adopt_step_ext(
                 &mut xp[r.clone()],
                 &g[r.clone()],
                 &mut StateView::new(&mut xm[r.clone()], &mut xv[r.clone()], &mut xs),
                 &hyper,
-                scaling,
+                &options,
             );
-            let want = reference::adopt_step_scaled_view(
+            let want = reference::adopt_step_ext(
                 &mut rp[r.clone()],
                 &g[r.clone()],
                 &mut StateView::new(&mut rm[r.clone()], &mut rv[r.clone()], &mut rs),
                 &hyper,
-                scaling,
+                &StepOptions {
+                    scaling,
+                    ..StepOptions::default()
+                },
             );
             assert_eq!(got, want, "{kernel:?}: results differ, hyper {hyper:?}");
             assert_eq!(xs, rs, "{kernel:?}: step counts differ");

@@ -7,8 +7,8 @@
 #![no_main]
 
 use adopt::{
-    Adopt, Caution, Clip, DecayScaling, GroupId, Hyper, Item, ParamId, Scaling, State, WeightDecay,
-    adopt_step_scaled,
+    Adopt, Caution, Clip, DecayScaling, GroupId, Hyper, Item, ParamId, Scaling, State, StepOptions,
+    WeightDecay, adopt_step_ext,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -146,7 +146,11 @@ fuzz_target!(|data: &[u8]| {
                                 let s = state.get_or_insert_with(|| State::new(d.len()));
                                 let (hyper, initial_lr) = groups[*g];
                                 let hyper = hyper.with_initial_lr(initial_lr);
-                                adopt_step_scaled(d, &grads[i], s, &hyper, scaling).unwrap();
+                                let options = StepOptions {
+                                    scaling,
+                                    ..StepOptions::default()
+                                };
+                                adopt_step_ext(d, &grads[i], s, &hyper, &options).unwrap();
                             }
                         }
                         for (i, (_, d, _)) in model.iter().enumerate() {
