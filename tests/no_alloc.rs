@@ -36,6 +36,9 @@ static GLOBAL: Counting = Counting;
 /// The one test of this binary, so no other test allocates meanwhile.
 #[test]
 fn steady_state_steps_do_not_allocate() {
+    // Every pool thread started (a starting rayon worker allocates its
+    // queues, which a busy host can delay into the measured steps).
+    rayon::broadcast(|_| ());
     let hyper = Hyper {
         weight_decay: WeightDecay::l2(0.01),
         ..Hyper::default()
@@ -124,6 +127,7 @@ fn steady_state_steps_do_not_allocate() {
         .num_threads(2)
         .build()
         .unwrap();
+    pool.broadcast(|_| ());
     let mut opt = Adopt::new();
     let groups: Vec<_> = [1e-3, 1e-2, 1e-1]
         .iter()
