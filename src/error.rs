@@ -239,6 +239,34 @@ pub enum Error {
     /// The same parameter appears twice in one step.
     #[cfg(feature = "alloc")]
     DuplicateParam(crate::ids::ParamId),
+    /// A [`Layout`](crate::Layout) the optimizer cannot step.
+    #[cfg(feature = "alloc")]
+    InvalidLayout {
+        /// Why.
+        reason: &'static str,
+    },
+    /// An operation does not fit a parameter's layout (for example a
+    /// row-listed gradient for a dense parameter).
+    #[cfg(feature = "alloc")]
+    LayoutMismatch {
+        /// The parameter.
+        param: crate::ids::ParamId,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A step's buffer has another storage type than the parameter was
+    /// registered with.
+    #[cfg(feature = "alloc")]
+    DtypeMismatch {
+        /// The parameter.
+        param: crate::ids::ParamId,
+        /// Which buffer.
+        buffer: Buffer,
+        /// The registered type.
+        expected: crate::lanes::Dtype,
+        /// The buffer's type.
+        got: crate::lanes::Dtype,
+    },
     /// A supplied [`CautionMask`](crate::CautionMask) is impossible: more
     /// lanes kept than it has, or fewer lanes than this shard.
     InvalidCautionMask {
@@ -336,6 +364,12 @@ pub enum CheckpointError {
         /// The lanes the checkpoint holds.
         got: u64,
     },
+    /// A parameter has another [`Layout`](crate::Layout) in the checkpoint
+    /// (storage types, shape, master copy or rounding).
+    LayoutMismatch {
+        /// The registered parameter's index.
+        param: u32,
+    },
     /// A parameter is named differently in the checkpoint: it would receive
     /// another parameter's state.
     #[cfg(feature = "alloc")]
@@ -407,6 +441,10 @@ impl fmt::Display for CheckpointError {
             } => write!(
                 f,
                 "checkpoint parameter {param} has {got} lanes, the optimizer registered {expected}"
+            ),
+            CheckpointError::LayoutMismatch { param } => write!(
+                f,
+                "checkpoint parameter {param} has another layout than the optimizer registered"
             ),
             #[cfg(feature = "alloc")]
             CheckpointError::NameMismatch {
@@ -486,6 +524,23 @@ impl fmt::Display for Error {
             Error::UnknownParam(id) => write!(f, "unknown parameter id {}", id.0),
             #[cfg(feature = "alloc")]
             Error::UnknownGroup(id) => write!(f, "unknown group id {}", id.0),
+            #[cfg(feature = "alloc")]
+            Error::InvalidLayout { reason } => write!(f, "invalid layout: {reason}"),
+            #[cfg(feature = "alloc")]
+            Error::LayoutMismatch { param, reason } => {
+                write!(f, "parameter id {}: {reason}", param.0)
+            }
+            #[cfg(feature = "alloc")]
+            Error::DtypeMismatch {
+                param,
+                buffer,
+                expected,
+                got,
+            } => write!(
+                f,
+                "parameter id {}: {buffer} are {got}, but the parameter was registered with {expected}",
+                param.0
+            ),
             #[cfg(feature = "alloc")]
             Error::DuplicateParam(id) => {
                 write!(f, "parameter id {} appears twice in one step", id.0)

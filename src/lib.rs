@@ -104,8 +104,6 @@ extern crate std;
 
 #[cfg(feature = "capi")]
 pub mod capi;
-#[cfg(feature = "alloc")]
-pub mod checkpoint;
 #[cfg(feature = "complex")]
 pub mod complex;
 mod error;
@@ -113,6 +111,7 @@ mod hyper;
 #[cfg(feature = "alloc")]
 mod ids;
 mod kernel;
+mod lanes;
 #[cfg(feature = "alloc")]
 mod optimizer;
 mod parallel;
@@ -131,8 +130,14 @@ pub use hyper::{
     WeightDecay,
 };
 pub use kernel::Kernel;
+pub use lanes::{Dtype, Lanes, LanesMut, Rounding};
 #[cfg(feature = "alloc")]
-pub use optimizer::{Adopt, GroupId, Item, ParamId};
+pub use optimizer::checkpoint;
+#[cfg(feature = "alloc")]
+pub use optimizer::{
+    Adopt, Entry, Grads, GroupId, Item, Layout, ParamId, ParamState, ParamStateMut, Shape,
+    StepItem, Steps, StepsMut,
+};
 pub use parallel::PARALLEL_THRESHOLD;
 #[cfg(feature = "alloc")]
 pub use sparse::{SparseOptions, SparseState, adopt_step_rows, adopt_step_rows_ext};

@@ -103,6 +103,27 @@ pub(crate) fn for_each_chunk<P, G, M, V>(
     f(0, p, g, m, v)
 }
 
+/// Calls `f(first_lane, a, b)` on equal-length chunks of two equal-length
+/// buffers, across the pool when they are large.
+#[cfg(feature = "half")]
+pub(crate) fn for_each_chunk_pair<A: Sync, B: Send>(
+    a: &[A],
+    b: &mut [B],
+    f: impl Fn(usize, &[A], &mut [B]) + Sync + Send,
+) {
+    #[cfg(feature = "rayon")]
+    if worth_splitting(a.len()) {
+        use rayon::prelude::*;
+        let chunk = chunk_len(a.len());
+        a.par_chunks(chunk)
+            .zip(b.par_chunks_mut(chunk))
+            .enumerate()
+            .for_each(|(i, (a, b))| f(i * chunk, a, b));
+        return;
+    }
+    f(0, a, b)
+}
+
 /// Calls `f` on chunks of `tasks` of about `min_lanes` lanes of work each
 /// (`lanes_per_task` each), across the pool when the work is large.
 pub(crate) fn for_each_task_chunk<T: Sync>(

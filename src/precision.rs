@@ -43,6 +43,7 @@
 use crate::error::{Buffer, Error};
 use crate::hyper::{Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
+use crate::lanes::{Lanes, LanesMut};
 use crate::parallel;
 use crate::prepare;
 use crate::state::StateView;
@@ -223,21 +224,7 @@ impl Lane for f16 {
     }
 }
 
-/// How f32 results are rounded into half-precision parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Rounding {
-    /// To nearest, ties to even.
-    #[default]
-    NearestEven,
-    /// Stochastic rounding of bf16 parameters (f16 and f32 round to
-    /// nearest), from a counter-based generator: the random bits of a lane
-    /// depend only on `(seed, step, lane index)`, so parallel chunks agree
-    /// with serial and runs repeat exactly.
-    Stochastic {
-        /// Chooses the random stream.
-        seed: u64,
-    },
-}
+pub use crate::lanes::Rounding;
 
 /// The key of a random stream: SplitMix64 of (seed, step, the high half of
 /// the lane index), computed once per block.
@@ -401,6 +388,106 @@ pub(crate) fn step_typed<P: Lane, G: Lane, M: Lane, V: Lane>(
     step_blocks(kernel, blocks, k, rounding, &mut [[0.0_f32; BLOCK]; 4]);
 }
 
+/// Calls `$body` with `$x` bound to the slice inside a [`LanesMut`] (or
+/// [`Lanes`]), whatever its type.
+macro_rules! with_lanes {
+    ($x:expr, $kind:ident, |$v:ident| $body:expr) => {
+        match $x {
+            $kind::F32($v) => $body,
+            $kind::Bf16($v) => $body,
+            $kind::F16($v) => $body,
+        }
+    };
+}
+
+/// [`step_typed`] over whole buffers whose types are known at run time
+/// (the optimizer's layouts), across the pool when large. `v` is f32 or
+/// bf16 (layouts refuse f16).
+pub(crate) fn step_lanes(
+    kernel: Kernel,
+    p: LanesMut<'_>,
+    g: Lanes<'_>,
+    m: LanesMut<'_>,
+    v: LanesMut<'_>,
+    k: &StepConstants,
+    rounding: Rounding,
+) {
+    fn chunks<P: Lane, G: Lane, M: Lane, V: Lane>(
+        kernel: Kernel,
+        p: &mut [P],
+        g: &[G],
+        m: &mut [M],
+        v: &mut [V],
+        k: &StepConstants,
+        rounding: Rounding,
+    ) {
+        parallel::for_each_chunk(p, g, m, v, |first, p, g, m, v| {
+            step_typed(kernel, p, g, m, v, k, rounding, first as u64)
+        });
+    }
+    with_lanes!(p, LanesMut, |p| with_lanes!(g, Lanes, |g| with_lanes!(
+        m,
+        LanesMut,
+        |m| match v {
+            LanesMut::F32(v) => chunks(kernel, p, g, m, v, k, rounding),
+            LanesMut::Bf16(v) => chunks(kernel, p, g, m, v, k, rounding),
+            LanesMut::F16(_) => unreachable!("layouts refuse an f16 second moment"),
+        }
+    )))
+}
+
+/// The step of half-precision parameters with an f32 master copy, types
+/// known at run time: the master is stepped as [`step_lanes`] would step
+/// f32 parameters, then the parameters are rounded from it (`k.step`, the
+/// steps taken before, seeds stochastic rounding), as
+/// [`adopt_step_master`] does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn step_master_lanes(
+    kernel: Kernel,
+    master: &mut [f32],
+    p: LanesMut<'_>,
+    g: Lanes<'_>,
+    m: LanesMut<'_>,
+    v: LanesMut<'_>,
+    k: &StepConstants,
+    rounding: Rounding,
+) {
+    step_lanes(
+        kernel,
+        LanesMut::F32(master),
+        g,
+        m,
+        v,
+        k,
+        Rounding::NearestEven,
+    );
+    with_lanes!(p, LanesMut, |p| parallel::for_each_chunk_pair(
+        master,
+        p,
+        |first, master, p| round_master(kernel, master, p, rounding, k.step, first as u64)
+    ))
+}
+
+/// The caution count of buffers whose types are known at run time.
+pub(crate) fn count_lanes(
+    kernel: Kernel,
+    p: Lanes<'_>,
+    g: Lanes<'_>,
+    m: Lanes<'_>,
+    v: Lanes<'_>,
+    k: &StepConstants,
+) -> u64 {
+    with_lanes!(p, Lanes, |p| with_lanes!(g, Lanes, |g| with_lanes!(
+        m,
+        Lanes,
+        |m| match v {
+            Lanes::F32(v) => count_blocks(kernel, p, g, m, v, k),
+            Lanes::Bf16(v) => count_blocks(kernel, p, g, m, v, k),
+            Lanes::F16(_) => unreachable!("layouts refuse an f16 second moment"),
+        }
+    )))
+}
+
 /// Validates a half-precision step and applies its cautious pre-pass: the
 /// kernel and the constants, or the error.
 fn prepare_half<P: Lane, G: Lane, M: Lane, V: Lane>(
@@ -492,7 +579,7 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
         state.exp_avg_sq,
         |first, p, g, m, v| step_typed(kernel, p, g, m, v, &k, Rounding::NearestEven, first as u64),
     );
-    round_master(kernel, master, params, rounding, k.step);
+    round_master(kernel, master, params, rounding, k.step, 0);
     *state.step += 1;
     Ok(())
 }
@@ -505,6 +592,7 @@ pub(crate) fn round_master<P: Lane>(
     params: &mut [P],
     rounding: Rounding,
     step: u64,
+    first_lane: u64,
 ) {
     match rounding {
         Rounding::NearestEven => kernel.within(
@@ -513,7 +601,7 @@ pub(crate) fn round_master<P: Lane>(
         ),
         Rounding::Stochastic { seed } => kernel.within(
             #[inline(always)]
-            || round_stochastic(master, params, seed, step, 0),
+            || round_stochastic(master, params, seed, step, first_lane),
         ),
     }
 }

@@ -55,7 +55,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::error::{Buffer, Error};
-use crate::hyper::{Caution, CautionMask, Hyper, Scaling, StepConstants};
+use crate::hyper::{Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
 
 /// The optimizer state of a row-sparse table: `m` and `v` for every lane,
@@ -215,6 +215,11 @@ impl SparseState {
         &self.exp_avg_sq[row * self.dim..][..self.dim]
     }
 
+    /// The moments and the step counts, writable.
+    pub(crate) fn parts_mut(&mut self) -> (&mut [f32], &mut [f32], &mut [u64]) {
+        (&mut self.exp_avg, &mut self.exp_avg_sq, &mut self.steps)
+    }
+
     /// Marks `row` seen; returns whether it already was.
     fn test_and_set(&mut self, row: u32) -> bool {
         let (word, bit) = ((row / 64) as usize, 1_u64 << (row % 64));
@@ -272,8 +277,10 @@ struct Task {
     constants: u32,
 }
 
-/// A validated step: nothing is left that can fail.
-struct Plan {
+/// A validated step: nothing is left that can fail. Reused from step to
+/// step by the optimizer, so its vectors keep their capacity.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Plan {
     /// Distinct rows, in no particular order.
     tasks: Vec<Task>,
     /// The sums of duplicated rows' blocks, `dim` lanes each.
@@ -281,111 +288,210 @@ struct Plan {
     /// The constants of the step counts the rows are at (a step count may
     /// appear more than once).
     constants: Vec<StepConstants>,
+    /// Scratch of the coalescing pass: the lookups of repeated rows.
+    lookups: Vec<(u32, usize)>,
+    /// Scratch of the coalescing pass: rows seen before.
+    repeated: Vec<u32>,
 }
 
-/// Validates a row-sparse step and plans it; `None` when `found_inf` skips
-/// it. Writes nothing the caller can observe (the duplicate marks are
-/// cleared before returning).
-fn plan(
-    table: usize,
-    rows: &[u32],
-    grads: &[f32],
-    state: &mut SparseState,
-    hyper: &Hyper,
-    options: &SparseOptions,
-) -> Result<Option<Plan>, Error> {
-    crate::prepare::kernel(options.kernel)?;
-    let dim = state.dim;
-    if Some(table) != state.rows().checked_mul(dim) {
-        return Err(Error::TableMismatch {
-            rows: state.rows(),
-            dim,
-            got: table,
-        });
+impl core::fmt::Debug for Task {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "row {}", self.row)
     }
-    for (buffer, got) in [
-        (Buffer::ExpAvg, state.exp_avg.len()),
-        (Buffer::ExpAvgSq, state.exp_avg_sq.len()),
-    ] {
-        if got != table {
-            return Err(Error::LengthMismatch {
-                buffer,
-                expected: table,
-                got,
-            });
+}
+
+impl Plan {
+    /// The lanes the plan steps.
+    pub(crate) fn lanes(&self, dim: usize) -> usize {
+        self.tasks.len() * dim
+    }
+}
+
+/// A table step's gradient: blocks for listed rows, or one dense gradient
+/// for the whole table (every row steps).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RowGrads<'a> {
+    /// One block of `dim` lanes per listed row, in the same order.
+    Listed {
+        /// Row indices, in any order, possibly repeated.
+        rows: &'a [u32],
+        /// The blocks.
+        values: &'a [f32],
+    },
+    /// `rows × dim` lanes: every row, once.
+    Dense(&'a [f32]),
+}
+
+impl RowGrads<'_> {
+    /// The gradient lanes, as laid out by the caller.
+    fn values(&self) -> &[f32] {
+        match *self {
+            RowGrads::Listed { values, .. } | RowGrads::Dense(values) => values,
         }
     }
-    if rows.len().checked_mul(dim) != Some(grads.len()) {
-        return Err(Error::RowBlocksMismatch {
-            rows: rows.len(),
-            dim,
-            got: grads.len(),
-        });
-    }
-    hyper.validate()?;
-    let table_rows = state.rows();
-    if let Some(&row) = rows.iter().find(|&&r| r as usize >= table_rows) {
-        return Err(Error::RowOutOfRange {
-            row,
-            rows: table_rows,
-        });
-    }
-    let (mut tasks, summed) = coalesce(rows, grads, state);
-
-    // The constants of each row's step count. Rows are usually at few
-    // distinct counts: a small direct-mapped cache evaluates each count's
-    // clip schedule about once.
-    const SLOTS: usize = 64;
-    let mut cache: [Option<(u64, u32)>; SLOTS] = [None; SLOTS];
-    let mut constants = Vec::new();
-    for task in &mut tasks {
-        let step = state.steps[task.row as usize];
-        let slot = &mut cache[step as usize % SLOTS];
-        task.constants = match *slot {
-            Some((cached, index)) if cached == step => index,
-            _ => {
-                let Ok(mut k) = row_constants(hyper, step) else {
-                    return Err(first_row_error(rows, state, hyper));
-                };
-                k.inv_scale = options.scaling.inv_scale;
-                let index = constants.len() as u32;
-                constants.push(k);
-                *slot = Some((step, index));
-                index
-            }
-        };
-    }
-    options.scaling.validate()?;
-    if options.scaling.found_inf {
-        return Ok(None);
-    }
-    Ok(Some(Plan {
-        tasks,
-        summed,
-        constants,
-    }))
 }
 
 /// The constants of a row at `step`, or why it cannot step.
 fn row_constants(hyper: &Hyper, step: u64) -> Result<StepConstants, Error> {
-    if step == u64::MAX {
-        return Err(Error::StepOverflow);
+    crate::prepare::constants(step, hyper, Scaling::default())
+}
+
+/// A small direct-mapped cache of the step counts whose constants were
+/// derived: rows are usually at few distinct counts, so each count's clip
+/// schedule is evaluated about once.
+struct StepCache([Option<(u64, u32)>; 64]);
+
+impl StepCache {
+    fn new() -> Self {
+        StepCache([None; 64])
     }
-    hyper.constants(step)
+
+    /// The index `make` gave `step` before, or a new one from `make`.
+    fn get_or(
+        &mut self,
+        step: u64,
+        make: impl FnOnce() -> Result<u32, Error>,
+    ) -> Result<u32, Error> {
+        let slot = &mut self.0[step as usize % 64];
+        match *slot {
+            Some((cached, index)) if cached == step => Ok(index),
+            _ => {
+                let index = make()?;
+                *slot = Some((step, index));
+                Ok(index)
+            }
+        }
+    }
 }
 
-/// The error of the first row, in order of appearance, that cannot step
-/// (some row cannot).
-fn first_row_error(rows: &[u32], state: &SparseState, hyper: &Hyper) -> Error {
-    rows.iter()
-        .find_map(|&row| row_constants(hyper, state.steps[row as usize]).err())
-        .unwrap_or(Error::StepOverflow)
+/// Validates a table step's gradient against the state, reading only:
+/// one block per listed row ([`Error::RowBlocksMismatch`]; a dense
+/// gradient must have the table's lanes, [`Error::LengthMismatch`]), the
+/// hyperparameters, every listed row in range ([`Error::RowOutOfRange`],
+/// the first), then, for the first row in listed order that cannot step,
+/// its [`Error::StepOverflow`] or [`Error::InvalidClip`].
+pub(crate) fn validate(
+    grads: RowGrads<'_>,
+    state: &SparseState,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    validate_rows(grads, state.rows(), state.dim, Some(&state.steps), hyper)
 }
 
-/// One task per distinct row; the blocks of rows listed more than once are
-/// summed in f32, in their order of appearance in `rows`. Every row must be
-/// in range.
-fn coalesce(rows: &[u32], grads: &[f32], state: &mut SparseState) -> (Vec<Task>, Vec<f32>) {
+/// [`validate`] for a table of `rows × dim` lanes whose rows are at the
+/// step counts `steps` (`None`: a table without state yet, every row at
+/// step 0).
+pub(crate) fn validate_rows(
+    grads: RowGrads<'_>,
+    table_rows: usize,
+    dim: usize,
+    steps: Option<&[u64]>,
+    hyper: &Hyper,
+) -> Result<(), Error> {
+    let lanes = table_rows.saturating_mul(dim);
+    match grads {
+        RowGrads::Listed { rows, values } => {
+            if rows.len().checked_mul(dim) != Some(values.len()) {
+                return Err(Error::RowBlocksMismatch {
+                    rows: rows.len(),
+                    dim,
+                    got: values.len(),
+                });
+            }
+        }
+        RowGrads::Dense(values) => {
+            if values.len() != lanes {
+                return Err(Error::LengthMismatch {
+                    buffer: Buffer::Grads,
+                    expected: lanes,
+                    got: values.len(),
+                });
+            }
+        }
+    }
+    hyper.validate()?;
+    let Some(steps) = steps else {
+        // A fresh table: every row at step 0.
+        if let RowGrads::Listed { rows, .. } = grads
+            && let Some(&row) = rows.iter().find(|&&r| r as usize >= table_rows)
+        {
+            return Err(Error::RowOutOfRange {
+                row,
+                rows: table_rows,
+            });
+        }
+        return row_constants(hyper, 0).map(|_| ());
+    };
+    let mut cache = StepCache::new();
+    let mut check = |row: usize| {
+        let step = steps[row];
+        cache.get_or(step, || row_constants(hyper, step).map(|_| 0))
+    };
+    match grads {
+        RowGrads::Listed { rows, .. } => {
+            if let Some(&row) = rows.iter().find(|&&r| r as usize >= table_rows) {
+                return Err(Error::RowOutOfRange {
+                    row,
+                    rows: table_rows,
+                });
+            }
+            for &row in rows {
+                check(row as usize)?;
+            }
+        }
+        RowGrads::Dense(_) => {
+            for row in 0..table_rows {
+                check(row)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Plans a validated step into `plan`: one task per distinct row, the
+/// blocks of rows listed more than once summed in f32 in their order of
+/// appearance, and the constants of each row's step count with
+/// `inv_scale`. The duplicate marks it sets in the state are cleared
+/// before it returns.
+pub(crate) fn plan_into(
+    plan: &mut Plan,
+    grads: RowGrads<'_>,
+    state: &mut SparseState,
+    hyper: &Hyper,
+    inv_scale: f32,
+) {
+    plan.tasks.clear();
+    plan.summed.clear();
+    plan.constants.clear();
+    match grads {
+        RowGrads::Listed { rows, values } => coalesce(plan, rows, values, state),
+        RowGrads::Dense(_) => plan.tasks.extend((0..state.rows()).map(|row| Task {
+            row: row as u32,
+            block: Block::Grads(row),
+            constants: 0,
+        })),
+    }
+    let mut cache = StepCache::new();
+    let Plan {
+        tasks, constants, ..
+    } = plan;
+    for task in tasks.iter_mut() {
+        let step = state.steps[task.row as usize];
+        task.constants = cache
+            .get_or(step, || {
+                let mut k = row_constants(hyper, step)?;
+                k.inv_scale = inv_scale;
+                constants.push(k);
+                Ok(constants.len() as u32 - 1)
+            })
+            .expect("validated");
+    }
+}
+
+/// Fills `plan.tasks` and `plan.summed` for listed rows: one task per
+/// distinct row; the blocks of rows listed more than once are summed in
+/// f32, in their order of appearance in `rows`. Every row must be in range.
+fn coalesce(plan: &mut Plan, rows: &[u32], grads: &[f32], state: &mut SparseState) {
     let dim = state.dim;
     let task = |i: usize| Task {
         row: rows[i],
@@ -393,10 +499,12 @@ fn coalesce(rows: &[u32], grads: &[f32], state: &mut SparseState) -> (Vec<Task>,
         constants: 0,
     };
     if rows.windows(2).all(|w| w[0] < w[1]) {
-        return ((0..rows.len()).map(task).collect(), Vec::new());
+        plan.tasks.extend((0..rows.len()).map(task));
+        return;
     }
     // Mark every row; note the ones seen before.
-    let mut repeated = Vec::new();
+    let repeated = &mut plan.repeated;
+    repeated.clear();
     for &row in rows {
         if state.test_and_set(row) {
             repeated.push(row);
@@ -404,42 +512,41 @@ fn coalesce(rows: &[u32], grads: &[f32], state: &mut SparseState) -> (Vec<Task>,
     }
     state.clear(rows);
     if repeated.is_empty() {
-        return ((0..rows.len()).map(task).collect(), Vec::new());
+        plan.tasks.extend((0..rows.len()).map(task));
+        return;
     }
     // Mark only the repeated rows: their lookups are gathered and summed,
     // the others step straight from the caller's blocks.
-    for &row in &repeated {
+    for &row in repeated.iter() {
         state.test_and_set(row);
     }
-    let mut tasks = Vec::with_capacity(rows.len());
-    let mut lookups = Vec::new();
+    let lookups = &mut plan.lookups;
+    lookups.clear();
     for (i, &row) in rows.iter().enumerate() {
         if state.is_set(row) {
             lookups.push((row, i));
         } else {
-            tasks.push(task(i));
+            plan.tasks.push(task(i));
         }
     }
-    state.clear(&repeated);
+    state.clear(repeated);
     // By row, then by position: each row's blocks in order of appearance.
     lookups.sort_unstable();
-    let mut summed = Vec::with_capacity(repeated.len() * dim);
     for group in lookups.chunk_by(|a, b| a.0 == b.0) {
-        let at = summed.len();
+        let at = plan.summed.len();
         let block = |i: usize| &grads[i * dim..][..dim];
-        summed.extend_from_slice(block(group[0].1));
+        plan.summed.extend_from_slice(block(group[0].1));
         for &(_, i) in &group[1..] {
-            for (sum, &g) in summed[at..].iter_mut().zip(block(i)) {
+            for (sum, &g) in plan.summed[at..].iter_mut().zip(block(i)) {
                 *sum += g;
             }
         }
-        tasks.push(Task {
+        plan.tasks.push(Task {
             row: group[0].0,
             block: Block::Summed(at / dim.max(1)),
             constants: 0,
         });
     }
-    (tasks, summed)
 }
 
 /// Raw access to the rows of the table and the state, for stepping distinct
@@ -523,16 +630,17 @@ fn prefetch(data: *const f32, lanes: usize) {
     let _ = (data, lanes);
 }
 
-/// Steps a validated plan.
-fn execute(
+/// Steps a validated plan of `grads` over `table` (`state`'s shape), across
+/// the pool when large; each stepped row's step count advances.
+pub(crate) fn execute(
     kernel: Kernel,
     table: &mut [f32],
-    grads: &[f32],
+    grads: RowGrads<'_>,
     state: &mut SparseState,
-    hyper: &Hyper,
     plan: &Plan,
 ) {
     let dim = state.dim;
+    let values = grads.values();
     let ptrs = RowPtrs {
         params: table.as_mut_ptr(),
         exp_avg: state.exp_avg.as_mut_ptr(),
@@ -548,28 +656,20 @@ fn execute(
                 ptrs.prefetch(ahead.row as usize, dim);
             }
             let g = match task.block {
-                Block::Grads(i) => &grads[i * dim..][..dim],
+                Block::Grads(i) => &values[i * dim..][..dim],
                 Block::Summed(i) => &plan.summed[i * dim..][..dim],
             };
-            // SAFETY: `plan` checked that every row is below `state.rows()`
-            // and that the table, `exp_avg` and `exp_avg_sq` all have
-            // `rows × dim` lanes; `coalesce` made the rows of the tasks
-            // distinct, so no two tasks (and no two threads) get the same
-            // row; `ptrs` comes from exclusive borrows that outlive this
-            // closure and are not otherwise used while it runs.
+            // SAFETY: `validate` checked that every row is below
+            // `state.rows()` and the caller that the table, `exp_avg` and
+            // `exp_avg_sq` all have `rows × dim` lanes; `plan_into` made the
+            // rows of the tasks distinct, so no two tasks (and no two
+            // threads) get the same row; `ptrs` comes from exclusive borrows
+            // that outlive this closure and are not otherwise used while it
+            // runs.
             let (p, m, v, step) = unsafe { ptrs.row(task.row as usize, dim) };
             let mut k = plan.constants[task.constants as usize];
-            if hyper.caution != Caution::Off && k.step > 0 {
-                // Each row is its own tensor: the mask is counted over it.
-                let count = kernel.count(p, g, m, v, &k);
-                k.caution_scale = Some(
-                    CautionMask {
-                        count,
-                        lanes: dim as u64,
-                    }
-                    .scale(hyper.caution),
-                );
-            }
+            // Each row is its own tensor: the mask is counted over it.
+            crate::prepare::caution(&mut k, dim, None, |k| kernel.count(p, g, m, v, k));
             kernel.run(p, g, m, v, &k);
             *step += 1;
         }
@@ -652,10 +752,26 @@ pub fn adopt_step_rows_ext(
     hyper: &Hyper,
     options: &SparseOptions,
 ) -> Result<(), Error> {
-    let Some(plan) = plan(table.len(), rows, grads, state, hyper, options)? else {
-        return Ok(());
-    };
     let kernel = crate::prepare::kernel(options.kernel)?;
-    execute(kernel, table, grads, state, hyper, &plan);
+    let dim = state.dim;
+    if Some(table.len()) != state.rows().checked_mul(dim) {
+        return Err(Error::TableMismatch {
+            rows: state.rows(),
+            dim,
+            got: table.len(),
+        });
+    }
+    let grads = RowGrads::Listed {
+        rows,
+        values: grads,
+    };
+    validate(grads, state, hyper)?;
+    options.scaling.validate()?;
+    if options.scaling.found_inf {
+        return Ok(());
+    }
+    let mut plan = Plan::default();
+    plan_into(&mut plan, grads, state, hyper, options.scaling.inv_scale);
+    execute(kernel, table, grads, state, &plan);
     Ok(())
 }

@@ -77,9 +77,13 @@
 //! # Ok::<(), adopt::Error>(())
 //! ```
 
+use super::stored::{Buf, Stored};
+use super::{Adopt, Group, Layout, Param, Shape, Steps};
 use crate::error::{CheckpointError, Error};
 use crate::hyper::{Caution, Clip, DecayScaling, Hyper, WeightDecay};
-use crate::optimizer::{Adopt, Group, GroupId, Param};
+use crate::ids::GroupId;
+use crate::lanes::{Dtype, Lanes, Rounding};
+use crate::sparse::SparseState;
 use crate::state::State;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -178,10 +182,6 @@ impl<'a> Reader<'a> {
     }
     fn f64(&mut self) -> Result<f64, Error> {
         Ok(f64::from_bits(self.u64()?))
-    }
-    /// The bytes of `n` f32s.
-    fn f32_bytes(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        self.take(n.checked_mul(4).ok_or(err(CheckpointError::Truncated))?)
     }
 }
 
@@ -426,16 +426,203 @@ fn read_old_group(r: &mut Reader<'_>, version: u32) -> Result<Group, Error> {
     Ok(group)
 }
 
-/// A saved state's step count and the bytes of its two moments, decoded
-/// once every parameter has been read (see [`decode`]).
-type SavedState<'a> = (u64, &'a [u8], &'a [u8]);
+/// A saved state, its buffers still bytes, decoded once every parameter
+/// has been read (see [`decode`]).
+struct Saved<'a> {
+    /// One step count, or (tables) the bytes of one per row.
+    steps: SavedSteps<'a>,
+    master: Option<&'a [u8]>,
+    exp_avg: &'a [u8],
+    exp_avg_sq: &'a [u8],
+}
+
+enum SavedSteps<'a> {
+    Dense(u64),
+    Rows(&'a [u8]),
+}
+
+/// A storage type's code in a layout record.
+fn dtype_code(d: Dtype) -> u8 {
+    match d {
+        Dtype::F32 => 0,
+        Dtype::Bf16 => 1,
+        Dtype::F16 => 2,
+    }
+}
+
+fn read_dtype(r: &mut Reader<'_>) -> Result<Dtype, Error> {
+    match r.u8()? {
+        0 => Ok(Dtype::F32),
+        1 => Ok(Dtype::Bf16),
+        2 => Ok(Dtype::F16),
+        _ => Err(err(CheckpointError::Malformed("unknown storage type"))),
+    }
+}
+
+/// Writes a parameter's layout record: 0 for dense f32, else 1 and the
+/// fields.
+fn write_layout(w: &mut Writer, layout: &Layout) {
+    let lanes = layout.lanes().unwrap_or(0);
+    if *layout == Layout::dense(lanes) {
+        w.u8(0);
+        return;
+    }
+    w.u8(1);
+    match layout.shape() {
+        Shape::Dense { .. } => w.u8(0),
+        Shape::Complex { .. } => w.u8(1),
+        Shape::Rows { rows, dim } => {
+            w.u8(2);
+            w.u64(rows as u64);
+            w.u64(dim as u64);
+        }
+    }
+    let (m, v) = layout.state_dtypes();
+    for d in [layout.params_dtype(), layout.grads_dtype(), m, v] {
+        w.u8(dtype_code(d));
+    }
+    w.u8(layout.has_master() as u8);
+    match layout.rounding_mode() {
+        Rounding::NearestEven => {
+            w.u8(0);
+            w.u64(0);
+        }
+        Rounding::Stochastic { seed } => {
+            w.u8(1);
+            w.u64(seed);
+        }
+    }
+}
+
+/// Reads a layout record of a parameter of `lanes` lanes (version 3; older
+/// versions have none: dense f32).
+fn read_layout(r: &mut Reader<'_>, lanes: usize) -> Result<Layout, Error> {
+    let malformed = |why| Err(err(CheckpointError::Malformed(why)));
+    match r.u8()? {
+        0 => return Ok(Layout::dense(lanes)),
+        1 => {}
+        _ => return malformed("unknown parameter layout"),
+    }
+    let layout = match r.u8()? {
+        0 => Layout::dense(lanes),
+        1 if lanes.is_multiple_of(2) => Layout::complex(lanes / 2),
+        1 => return malformed("a complex parameter has an odd number of lanes"),
+        2 => {
+            let rows = usize::try_from(r.u64()?);
+            let dim = usize::try_from(r.u64()?);
+            match (rows, dim) {
+                (Ok(rows), Ok(dim)) if rows.checked_mul(dim) == Some(lanes) => {
+                    Layout::rows(rows, dim)
+                }
+                _ => return malformed("a table's rows × dim are not its lanes"),
+            }
+        }
+        _ => return malformed("unknown parameter shape"),
+    };
+    let (p, g, m, v) = (
+        read_dtype(r)?,
+        read_dtype(r)?,
+        read_dtype(r)?,
+        read_dtype(r)?,
+    );
+    let master = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return malformed("master flag is neither 0 nor 1"),
+    };
+    let rounding = match (r.u8()?, r.u64()?) {
+        (0, 0) => Rounding::NearestEven,
+        (0, _) => return malformed("unused rounding seed is not zero"),
+        (1, seed) => Rounding::Stochastic { seed },
+        _ => return malformed("unknown rounding"),
+    };
+    let layout = layout
+        .params(p)
+        .grads(g)
+        .exp_avg(m)
+        .exp_avg_sq(v)
+        .master(master)
+        .rounding(rounding);
+    if layout == Layout::dense(lanes) {
+        return malformed("a dense f32 layout written in full (it is written as 0)");
+    }
+    layout.validate()?;
+    Ok(layout)
+}
+
+/// The bytes of `lanes` lanes of `dtype`.
+fn lane_bytes<'a>(r: &mut Reader<'a>, dtype: Dtype, lanes: usize) -> Result<&'a [u8], Error> {
+    r.take(
+        lanes
+            .checked_mul(dtype.size())
+            .ok_or(err(CheckpointError::Truncated))?,
+    )
+}
+
+/// Writes lanes as little-endian values (half-precision ones as their
+/// bits).
+fn write_lanes(w: &mut Writer, lanes: Lanes<'_>) {
+    match lanes {
+        Lanes::F32(x) => w.f32s(x),
+        #[cfg(feature = "half")]
+        Lanes::Bf16(x) => {
+            for x in x {
+                w.0.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+        }
+        #[cfg(feature = "half")]
+        Lanes::F16(x) => {
+            for x in x {
+                w.0.extend_from_slice(&x.to_bits().to_le_bytes());
+            }
+        }
+    }
+}
+
+/// The lanes of `dtype` the bytes hold.
+fn buf(dtype: Dtype, bytes: &[u8]) -> Buf {
+    let halves = || {
+        bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    match dtype {
+        #[cfg(feature = "half")]
+        Dtype::Bf16 => Buf::Bf16(halves().map(half::bf16::from_bits).collect()),
+        #[cfg(feature = "half")]
+        Dtype::F16 => Buf::F16(halves().map(half::f16::from_bits).collect()),
+        _ => {
+            let _ = halves;
+            Buf::F32(f32s(bytes))
+        }
+    }
+}
+
+/// Writes a parameter's state (the flag, then its fields).
+fn write_state(w: &mut Writer, state: Option<&Stored>) {
+    let Some(state) = state else {
+        w.u8(0);
+        return;
+    };
+    w.u8(1);
+    let view = state.view();
+    match view.steps {
+        Steps::Dense(step) => w.u64(step),
+        Steps::Rows(steps) => steps.iter().for_each(|&s| w.u64(s)),
+    }
+    if let Some(master) = view.master {
+        w.f32s(master);
+    }
+    write_lanes(w, view.exp_avg);
+    write_lanes(w, view.exp_avg_sq);
+}
 
 /// One parameter's record, its state (if any) still undecoded.
 fn read_param<'a>(
     r: &mut Reader<'a>,
     version: u32,
     groups: usize,
-) -> Result<(Param, Option<SavedState<'a>>), Error> {
+) -> Result<(Param, Option<Saved<'a>>), Error> {
     let group = r.u32()?;
     if group as usize >= groups {
         return Err(err(CheckpointError::Malformed(
@@ -457,16 +644,32 @@ fn read_param<'a>(
     } else {
         None
     };
-    if version >= 3 && r.u8()? != 0 {
-        return Err(err(CheckpointError::Malformed("unknown parameter layout")));
-    }
+    let layout = if version >= 3 {
+        read_layout(r, lanes)?
+    } else {
+        Layout::dense(lanes)
+    };
     let state = match r.u8()? {
         0 => None,
         1 => {
-            let step = r.u64()?;
-            let exp_avg = r.f32_bytes(lanes)?;
-            let exp_avg_sq = r.f32_bytes(lanes)?;
-            Some((step, exp_avg, exp_avg_sq))
+            let steps = match layout.shape() {
+                Shape::Rows { rows, .. } => SavedSteps::Rows(
+                    r.take(rows.checked_mul(8).ok_or(err(CheckpointError::Truncated))?)?,
+                ),
+                _ => SavedSteps::Dense(r.u64()?),
+            };
+            let master = if layout.has_master() {
+                Some(lane_bytes(r, Dtype::F32, lanes)?)
+            } else {
+                None
+            };
+            let (m, v) = layout.state_dtypes();
+            Some(Saved {
+                steps,
+                master,
+                exp_avg: lane_bytes(r, m, lanes)?,
+                exp_avg_sq: lane_bytes(r, v, lanes)?,
+            })
         }
         _ => {
             return Err(err(CheckpointError::Malformed(
@@ -476,7 +679,7 @@ fn read_param<'a>(
     };
     let param = Param {
         name,
-        lanes,
+        layout,
         group: GroupId(group),
         state: None,
     };
@@ -489,6 +692,30 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
         .collect()
+}
+
+/// Decodes a saved state of a parameter of `layout`.
+fn decode_state(layout: &Layout, saved: &Saved<'_>) -> Stored {
+    let (m, v) = layout.state_dtypes();
+    match (&saved.steps, layout.shape()) {
+        (SavedSteps::Rows(steps), Shape::Rows { dim, .. }) => {
+            let steps = steps
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect();
+            Stored::Rows(
+                SparseState::from_parts(f32s(saved.exp_avg), f32s(saved.exp_avg_sq), steps, dim)
+                    .expect("lengths read from the layout"),
+            )
+        }
+        (SavedSteps::Dense(step), _) => Stored::Typed {
+            step: *step,
+            exp_avg: buf(m, saved.exp_avg),
+            exp_avg_sq: buf(v, saved.exp_avg_sq),
+            master: saved.master.map(f32s),
+        },
+        (SavedSteps::Rows(_), _) => unreachable!("rows are read for tables only"),
+    }
 }
 
 /// Decodes a checkpoint of any supported version into groups and params.
@@ -545,17 +772,30 @@ fn decode(bytes: &[u8]) -> Result<(Vec<Group>, Vec<Param>), Error> {
             "payload longer than its fields",
         )));
     }
-    // The states last, all first moments before the second ones, laid out
-    // as a step creates them (`State::many`).
-    let states = State::many(
-        saved.len(),
-        |i| f32s(saved[i].1.1),
-        |i| f32s(saved[i].1.2),
-        |i| saved[i].1.0,
-    );
-    let states: Vec<State> = states.collect();
-    for (&(index, _), state) in saved.iter().zip(states) {
-        params[index].state = Some(state);
+    // The states last: plain states all first moments before the second
+    // ones, laid out as a step creates them (`State::many`).
+    let plain: Vec<&(usize, Saved<'_>)> = saved
+        .iter()
+        .filter(|(i, _)| Stored::plain_for(&params[*i].layout))
+        .collect();
+    let step = |s: &Saved<'_>| match s.steps {
+        SavedSteps::Dense(step) => step,
+        SavedSteps::Rows(_) => 0,
+    };
+    let states: Vec<State> = State::many(
+        plain.len(),
+        |i| f32s(plain[i].1.exp_avg),
+        |i| f32s(plain[i].1.exp_avg_sq),
+        |i| step(&plain[i].1),
+    )
+    .collect();
+    for (&&(index, _), state) in plain.iter().zip(states) {
+        params[index].state = Some(Stored::Plain(state));
+    }
+    for (index, s) in &saved {
+        if !Stored::plain_for(&params[*index].layout) {
+            params[*index].state = Some(decode_state(&params[*index].layout, s));
+        }
     }
     Ok((groups, params))
 }
@@ -579,7 +819,7 @@ impl Adopt {
         w.u32(self.params.len() as u32);
         for p in &self.params {
             w.u32(p.group.0);
-            w.u64(p.lanes as u64);
+            w.u64(p.lanes() as u64);
             match &p.name {
                 Some(name) => {
                     w.u32(name.len() as u32);
@@ -587,16 +827,8 @@ impl Adopt {
                 }
                 None => w.u32(u32::MAX),
             }
-            w.u8(0); // layout: dense f32
-            match &p.state {
-                Some(s) => {
-                    w.u8(1);
-                    w.u64(s.step());
-                    w.f32s(s.exp_avg());
-                    w.f32s(s.exp_avg_sq());
-                }
-                None => w.u8(0),
-            }
+            write_layout(&mut w, &p.layout);
+            write_state(&mut w, p.state.as_ref());
         }
         let len = (w.0.len() - HEADER) as u64;
         w.0[12..20].copy_from_slice(&len.to_le_bytes());
@@ -614,7 +846,7 @@ impl Adopt {
         // Validated by `decode`.
         opt.groups = groups;
         for p in params {
-            let id = opt.add_param(p.group, p.lanes, p.name.as_deref())?;
+            let id = opt.add_param(p.group, p.layout, p.name.as_deref())?;
             opt.params[id.0 as usize].state = p.state;
         }
         Ok(opt)
@@ -768,12 +1000,15 @@ impl Adopt {
                     got: theirs.group.0,
                 }));
             }
-            if theirs.lanes != mine.lanes {
+            if theirs.lanes() != mine.lanes() {
                 return Err(err(CheckpointError::LanesMismatch {
                     param: i as u32,
-                    expected: mine.lanes as u64,
-                    got: theirs.lanes as u64,
+                    expected: mine.lanes() as u64,
+                    got: theirs.lanes() as u64,
                 }));
+            }
+            if theirs.layout != mine.layout {
+                return Err(err(CheckpointError::LayoutMismatch { param: i as u32 }));
             }
         }
         self.groups = groups;
