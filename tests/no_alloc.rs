@@ -155,4 +155,112 @@ fn steady_state_steps_do_not_allocate() {
         "Adopt::step over {n} buffers on two threads allocated {allocated} times"
     );
     assert_eq!(opt.state(ids[1]).unwrap().unwrap().step(), 23);
+
+    // Every layout in one step, serial and split across the pool: bf16
+    // parameters with a master copy and stochastic rounding, f16 moments,
+    // complex lanes, and row-sparse tables with listed (repeated) rows and
+    // with a dense gradient. Table plans live in the optimizer's scratch,
+    // so a steady-state step allocates nothing for them either.
+    for (pool_threads, big) in [(1, 1000), (2, adopt::PARALLEL_THRESHOLD + 7)] {
+        use adopt::{Dtype, Entry, Grads, Layout, Rounding};
+        use half::{bf16, f16};
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(pool_threads)
+            .build()
+            .unwrap();
+        pool.broadcast(|_| ());
+        let mut opt = Adopt::new();
+        let g = opt
+            .add_group(Hyper {
+                caution: Caution::PytorchOptimizer,
+                ..hyper
+            })
+            .unwrap();
+        let a = opt
+            .add_param(
+                g,
+                Layout::dense(big)
+                    .params(Dtype::Bf16)
+                    .master(true)
+                    .rounding(Rounding::Stochastic { seed: 1 }),
+                None,
+            )
+            .unwrap();
+        let b = opt
+            .add_param(
+                g,
+                Layout::dense(33).params(Dtype::F16).exp_avg(Dtype::F16),
+                None,
+            )
+            .unwrap();
+        let c = opt.add_param(g, Layout::complex(9), None).unwrap();
+        let t = opt.add_param(g, Layout::rows(500, 16), None).unwrap();
+        let u = opt.add_param(g, Layout::rows(40, 8), None).unwrap();
+        let mut pa = vec![bf16::from_f32(0.5); big];
+        let ga = vec![bf16::from_f32(0.25); big];
+        let mut pb = vec![f16::from_f32(0.5); 33];
+        let gb = vec![f16::from_f32(-0.25); 33];
+        let (mut pc, gc) = (vec![0.5_f32; 18], vec![0.25_f32; 18]);
+        let (mut pt, mut pu) = (vec![0.5_f32; 500 * 16], vec![0.5_f32; 40 * 8]);
+        let rows: Vec<u32> = (0..300).map(|i| (i * 7) % 500).chain([3, 3, 17]).collect();
+        let values = vec![0.125_f32; rows.len() * 16];
+        let dense_u = vec![0.5_f32; 40 * 8];
+        let mut step = |opt: &mut Adopt| {
+            opt.step(&mut [
+                Entry {
+                    id: a,
+                    params: (&mut pa[..]).into(),
+                    grads: Some((&ga[..]).into()),
+                },
+                Entry {
+                    id: b,
+                    params: (&mut pb[..]).into(),
+                    grads: Some((&gb[..]).into()),
+                },
+                Entry {
+                    id: c,
+                    params: (&mut pc[..]).into(),
+                    grads: Some((&gc[..]).into()),
+                },
+                Entry {
+                    id: t,
+                    params: (&mut pt[..]).into(),
+                    grads: Some(Grads::Rows {
+                        rows: &rows,
+                        values: &values,
+                    }),
+                },
+                Entry {
+                    id: u,
+                    params: (&mut pu[..]).into(),
+                    grads: Some((&dense_u[..]).into()),
+                },
+            ])
+            .unwrap()
+        };
+        let allocated = pool.install(|| {
+            for _ in 0..3 {
+                step(&mut opt);
+            }
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            for _ in 0..10 {
+                step(&mut opt);
+            }
+            ALLOCATIONS.load(Ordering::SeqCst) - before
+        });
+        assert_eq!(
+            allocated, 0,
+            "a step of every layout ({big} bf16 lanes, {pool_threads} threads) allocated {allocated} times"
+        );
+        let adopt::Steps::Rows(steps) = opt.param_state(t).unwrap().unwrap().steps else {
+            panic!("a table has a step count per row");
+        };
+        for (r, &s) in steps.iter().enumerate() {
+            assert_eq!(
+                s,
+                if rows.contains(&(r as u32)) { 13 } else { 0 },
+                "row {r}"
+            );
+        }
+    }
 }
