@@ -218,6 +218,7 @@ fn as_f32<T: Lane>(xs: &mut [T]) -> Option<&mut [f32]> {
 }
 
 /// Dispatches `half_step` on the runtime storage types.
+#[allow(clippy::too_many_arguments)]
 fn model_half(
     p: &mut Buf,
     g: &Buf,
@@ -692,7 +693,7 @@ fn bad_entries_are_refused_and_change_nothing() {
     let mut p_bf = vec![bf16::ONE; 4];
     let mut p_table = vec![1.0_f32; 10];
     let mut p_dense = vec![1.0_f32; 3];
-    let g_bf = vec![bf16::from_f32(0.5); 4];
+    let g_bf = [bf16::from_f32(0.5); 4];
     // One good step so every parameter has state.
     opt.step(&mut [
         Entry {
@@ -1107,12 +1108,12 @@ fn state_is_writable_in_place() {
         Lanes::F32(v) => v.as_ptr(),
         _ => unreachable!(),
     };
-    let mut p = vec![
+    let mut p = [
         bf16::from_f32(1.0),
         bf16::from_f32(2.0),
         bf16::from_f32(3.0),
     ];
-    let grads = vec![bf16::from_f32(2.0); 3];
+    let grads = [bf16::from_f32(2.0); 3];
     opt.step(&mut [Entry {
         id: a,
         params: (&mut p[..]).into(),

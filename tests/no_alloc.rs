@@ -198,8 +198,8 @@ fn steady_state_steps_do_not_allocate() {
         let u = opt.add_param(g, Layout::rows(40, 8), None).unwrap();
         let mut pa = vec![bf16::from_f32(0.5); big];
         let ga = vec![bf16::from_f32(0.25); big];
-        let mut pb = vec![f16::from_f32(0.5); 33];
-        let gb = vec![f16::from_f32(-0.25); 33];
+        let mut pb = [f16::from_f32(0.5); 33];
+        let gb = [f16::from_f32(-0.25); 33];
         let (mut pc, gc) = (vec![0.5_f32; 18], vec![0.25_f32; 18]);
         let (mut pt, mut pu) = (vec![0.5_f32; 500 * 16], vec![0.5_f32; 40 * 8]);
         let rows: Vec<u32> = (0..300).map(|i| (i * 7) % 500).chain([3, 3, 17]).collect();
