@@ -1118,3 +1118,396 @@ fn python_example_expectation_is_what_rust_computes() {
     }
     assert_same_bits(&q, &p, "optimizer object");
 }
+
+/// Registers `layout` through the C ABI.
+fn add_layout(opt: &Opt, group: u32, layout: &AdoptLayout) -> Result<u32, AdoptStatus> {
+    let mut id = u32::MAX;
+    // SAFETY: a live optimizer; a valid layout and out-pointer; no name.
+    match unsafe { adopt_optimizer_add_param_layout(opt.0, group, layout, null(), &mut id) } {
+        AdoptStatus::Ok => Ok(id),
+        e => Err(e),
+    }
+}
+
+/// An entry of `dtype` lanes at `p` with a dense gradient (or none).
+fn entry<P, G>(param: u32, pd: u32, p: &mut [P], gd: u32, g: Option<&[G]>) -> AdoptEntry {
+    AdoptEntry {
+        param,
+        params_dtype: pd,
+        params: p.as_mut_ptr().cast(),
+        params_len: p.len(),
+        grads_kind: if g.is_some() {
+            ADOPT_GRADS_DENSE
+        } else {
+            ADOPT_GRADS_NONE
+        },
+        grads_dtype: gd,
+        grads: g.map_or(null(), |g| g.as_ptr().cast()),
+        grads_len: g.map_or(0, <[G]>::len),
+        rows: null(),
+        rows_len: 0,
+    }
+}
+
+fn step_entries(opt: &Opt, entries: &[AdoptEntry]) -> AdoptStatus {
+    // SAFETY: a live optimizer; every entry's buffers are valid borrows.
+    unsafe { adopt_optimizer_step_entries(opt.0, entries.as_ptr(), entries.len(), 1.0, 0) }
+}
+
+/// Every layout reachable from C: entries of bf16 parameters with a master
+/// copy, f16 moments, complex lanes and a row-sparse table (listed rows and
+/// a dense gradient) step exactly as the Rust `Adopt::step` of the same
+/// entries, and layouts round-trip through their C form.
+#[test]
+fn entries_of_every_layout_match_the_rust_optimizer() {
+    use adopt::{Dtype, Entry, Grads, Layout, Rounding};
+    let layouts = [
+        Layout::dense(5)
+            .params(Dtype::Bf16)
+            .master(true)
+            .rounding(Rounding::Stochastic { seed: 3 }),
+        Layout::dense(4)
+            .params(Dtype::F16)
+            .exp_avg(Dtype::F16)
+            .exp_avg_sq(Dtype::Bf16),
+        Layout::complex(3),
+        Layout::rows(6, 2),
+    ];
+    for l in layouts {
+        let c = AdoptLayout::from(l);
+        assert_eq!(c.size as usize, std::mem::size_of::<AdoptLayout>());
+        let _ = c;
+    }
+    let c = Opt::new();
+    let mut rust = Adopt::new();
+    let h = Hyper {
+        lr: 0.05,
+        ..Hyper::default()
+    };
+    let g = c.add_group(&AdoptHyper::try_from(&h).unwrap()).unwrap();
+    let rg = rust.add_group(h).unwrap();
+    let mut c_layouts = [
+        adopt_layout_dense(5),
+        adopt_layout_dense(4),
+        adopt_layout_complex(3),
+        adopt_layout_rows(6, 2),
+    ];
+    c_layouts[0].params = ADOPT_DTYPE_BF16;
+    c_layouts[0].grads = ADOPT_DTYPE_BF16;
+    c_layouts[0].master = 1;
+    c_layouts[0].rounding = ADOPT_ROUNDING_STOCHASTIC;
+    c_layouts[0].seed = 3;
+    c_layouts[1].params = ADOPT_DTYPE_F16;
+    c_layouts[1].grads = ADOPT_DTYPE_F16;
+    c_layouts[1].exp_avg = ADOPT_DTYPE_F16;
+    c_layouts[1].exp_avg_sq = ADOPT_DTYPE_BF16;
+    for (cl, l) in c_layouts.iter().zip(layouts) {
+        assert_eq!(*cl, AdoptLayout::from(l), "the C form of {l:?}");
+        let id = add_layout(&c, g, cl).unwrap();
+        assert_eq!(rust.add_param(rg, l, None).unwrap().0, id);
+    }
+    let mut a = vec![bf16::from_f32(0.5); 5];
+    let mut b = vec![half::f16::from_f32(-0.5); 4];
+    let mut z = vec![0.25_f32; 6];
+    let mut t = vec![1.0_f32; 12];
+    let (mut a2, mut b2, mut z2, mut t2) = (a.clone(), b.clone(), z.clone(), t.clone());
+    for step in 0..4 {
+        let ga: Vec<bf16> = (0..5)
+            .map(|i| bf16::from_f32(0.1 * (i + step) as f32 - 0.2))
+            .collect();
+        let gb: Vec<half::f16> = (0..4)
+            .map(|i| half::f16::from_f32(0.3 - 0.1 * i as f32))
+            .collect();
+        let gz: Vec<f32> = (0..6).map(|i| (i * step) as f32 * 0.05).collect();
+        let rows: Vec<u32> = vec![step as u32 % 6, 4, 4];
+        let values: Vec<f32> = (0..6).map(|i| i as f32 * 0.1 - 0.2).collect();
+        let dense_t = [0.2_f32; 12];
+        let mut table =
+            entry::<f32, f32>(3, ADOPT_DTYPE_F32, &mut t, ADOPT_DTYPE_F32, Some(&values));
+        if step == 2 {
+            table.grads = dense_t.as_ptr().cast();
+            table.grads_len = 12;
+        } else {
+            table.grads_kind = ADOPT_GRADS_ROWS;
+            table.rows = rows.as_ptr();
+            table.rows_len = rows.len();
+        }
+        let entries = [
+            entry(0, ADOPT_DTYPE_BF16, &mut a, ADOPT_DTYPE_BF16, Some(&ga)),
+            entry(1, ADOPT_DTYPE_F16, &mut b, ADOPT_DTYPE_F16, Some(&gb)),
+            entry(2, ADOPT_DTYPE_F32, &mut z, ADOPT_DTYPE_F32, Some(&gz)),
+            table,
+        ];
+        assert_eq!(step_entries(&c, &entries), AdoptStatus::Ok, "{}", message());
+        let table_grads = if step == 2 {
+            Grads::Dense((&dense_t[..]).into())
+        } else {
+            Grads::Rows {
+                rows: &rows,
+                values: &values,
+            }
+        };
+        rust.step(&mut [
+            Entry {
+                id: adopt::ParamId(0),
+                params: (&mut a2[..]).into(),
+                grads: Some((&ga[..]).into()),
+            },
+            Entry {
+                id: adopt::ParamId(1),
+                params: (&mut b2[..]).into(),
+                grads: Some((&gb[..]).into()),
+            },
+            Entry {
+                id: adopt::ParamId(2),
+                params: (&mut z2[..]).into(),
+                grads: Some((&gz[..]).into()),
+            },
+            Entry {
+                id: adopt::ParamId(3),
+                params: (&mut t2[..]).into(),
+                grads: Some(table_grads),
+            },
+        ])
+        .unwrap();
+    }
+    assert!(a.iter().zip(&a2).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(b.iter().zip(&b2).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert_same_bits(&z, &z2, "complex");
+    assert_same_bits(&t, &t2, "table");
+    assert_eq!(c.save(), rust.save().unwrap());
+    // A table has a step count per row: param_step refuses it.
+    assert_eq!(c.param_step(3), Err(AdoptStatus::LayoutMismatch));
+    assert_eq!(c.param_step(0), Ok(4));
+}
+
+/// Bad entries and layouts get their status and message, and change
+/// nothing.
+#[test]
+fn bad_entries_and_layouts_are_refused_and_change_nothing() {
+    let c = Opt::new();
+    let g = c.add_group(&adopt_hyper_default()).unwrap();
+    let mut bf = adopt_layout_dense(4);
+    bf.params = ADOPT_DTYPE_BF16;
+    bf.grads = ADOPT_DTYPE_BF16;
+    let pbf = add_layout(&c, g, &bf).unwrap();
+    let table = add_layout(&c, g, &adopt_layout_rows(3, 2)).unwrap();
+    let dense = add_layout(&c, g, &adopt_layout_dense(2)).unwrap();
+    let mut p = vec![bf16::ONE; 5]; // one spare lane, for a misaligned view
+    let gbf = vec![bf16::from_f32(0.5); 4];
+    let mut t = vec![1.0_f32; 6];
+    let mut d = vec![1.0_f32; 2];
+    let g32 = [0.5_f32; 4];
+    let good = |p: &mut [bf16], t: &mut [f32], d: &mut [f32]| {
+        [
+            entry(
+                pbf,
+                ADOPT_DTYPE_BF16,
+                &mut p[..4],
+                ADOPT_DTYPE_BF16,
+                Some(&gbf),
+            ),
+            entry(
+                table,
+                ADOPT_DTYPE_F32,
+                t,
+                ADOPT_DTYPE_F32,
+                Some(&[0.25_f32; 6][..]),
+            ),
+            entry(dense, ADOPT_DTYPE_F32, d, ADOPT_DTYPE_F32, Some(&g32[..2])),
+        ]
+    };
+    assert_eq!(
+        step_entries(&c, &good(&mut p, &mut t, &mut d)),
+        AdoptStatus::Ok
+    );
+    let before = (c.save(), p.clone(), t.clone(), d.clone());
+    let rows = [0_u32, 3];
+    type Break = fn(&mut [AdoptEntry; 3], &[u32]);
+    let cases: [(&str, Break, AdoptStatus, &str); 9] = [
+        (
+            "dtype code",
+            |e, _| e[0].params_dtype = 9,
+            AdoptStatus::InvalidArgument,
+            "entries[0].params is 9",
+        ),
+        (
+            "registered bf16, given f32",
+            |e, _| e[0].params_dtype = ADOPT_DTYPE_F32,
+            AdoptStatus::DtypeMismatch,
+            "are float32, but the parameter was registered with bfloat16",
+        ),
+        (
+            "misaligned bf16",
+            |e, _| e[0].params = e[0].params.cast::<u8>().wrapping_add(1).cast(),
+            AdoptStatus::InvalidArgument,
+            "entries[0].params",
+        ),
+        (
+            "grads kind",
+            |e, _| e[2].grads_kind = 7,
+            AdoptStatus::InvalidArgument,
+            "entries[2].grads_kind is 7",
+        ),
+        (
+            "rows with a dense kind",
+            |e, r| {
+                e[1].rows = r.as_ptr();
+                e[1].rows_len = 2;
+            },
+            AdoptStatus::InvalidArgument,
+            "leave rows and rows_len NULL",
+        ),
+        (
+            "a row out of range",
+            |e, r| {
+                e[1].grads_kind = ADOPT_GRADS_ROWS;
+                e[1].rows = r.as_ptr();
+                e[1].rows_len = 2;
+                e[1].grads_len = 4;
+            },
+            AdoptStatus::RowOutOfRange,
+            "row 3 is out of range",
+        ),
+        (
+            "rows for a dense parameter",
+            |e, r| {
+                e[2].grads_kind = ADOPT_GRADS_ROWS;
+                e[2].rows = r.as_ptr();
+                e[2].rows_len = 1;
+                e[2].grads_len = 1;
+            },
+            AdoptStatus::LayoutMismatch,
+            "row-listed gradients are for row-sparse tables",
+        ),
+        (
+            "params of two entries overlap",
+            |e, _| {
+                e[2].params = e[1].params;
+            },
+            AdoptStatus::InvalidArgument,
+            "overlap",
+        ),
+        (
+            "no gradient but a pointer",
+            |e, _| e[2].grads_kind = ADOPT_GRADS_NONE,
+            AdoptStatus::InvalidArgument,
+            "ADOPT_GRADS_NONE",
+        ),
+    ];
+    for (what, f, status, text) in cases {
+        let mut entries = good(&mut p, &mut t, &mut d);
+        f(&mut entries, &rows);
+        assert_eq!(step_entries(&c, &entries), status, "{what}: {}", message());
+        assert!(
+            message().contains(text),
+            "{what}: message {:?} lacks {text:?}",
+            message()
+        );
+        assert_eq!(
+            (c.save(), p.clone(), t.clone(), d.clone()),
+            before,
+            "{what}: changed"
+        );
+    }
+    // Layouts the optimizer cannot step, or malformed.
+    let mut f16_v = adopt_layout_dense(3);
+    f16_v.exp_avg_sq = ADOPT_DTYPE_F16;
+    assert_eq!(add_layout(&c, g, &f16_v), Err(AdoptStatus::InvalidLayout));
+    assert!(
+        message().contains("the second moment cannot be f16"),
+        "{}",
+        message()
+    );
+    let mut old = adopt_layout_dense(3);
+    old.size = 40;
+    assert_eq!(add_layout(&c, g, &old), Err(AdoptStatus::InvalidArgument));
+    assert!(message().contains("layout.size is 40"));
+    let mut bad_shape = adopt_layout_dense(3);
+    bad_shape.shape = 5;
+    assert_eq!(
+        add_layout(&c, g, &bad_shape),
+        Err(AdoptStatus::InvalidArgument)
+    );
+    let mut stray_dim = adopt_layout_dense(3);
+    stray_dim.dim = 2;
+    assert_eq!(
+        add_layout(&c, g, &stray_dim),
+        Err(AdoptStatus::InvalidArgument)
+    );
+    assert_eq!(c.counts(), (1, 3), "nothing registered");
+}
+
+/// The single steps with one length equal those with four.
+#[test]
+fn version_2_single_steps_equal_version_1() {
+    let h = adopt_hyper_default();
+    let n = 37;
+    let (mut p1, mut p2) = (lanes(n, 1), lanes(n, 1));
+    let g = lanes(n, 2);
+    let (mut m1, mut v1, mut m2, mut v2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let (mut s1, mut s2) = (0, 0);
+    for _ in 0..3 {
+        assert_eq!(
+            step_f32(&mut p1, &g, &mut m1, &mut v1, &mut s1, &h),
+            AdoptStatus::Ok
+        );
+        // SAFETY: every buffer has n lanes; none overlap.
+        let status = unsafe {
+            adopt_step_f32_v2(
+                p2.as_mut_ptr(),
+                g.as_ptr(),
+                m2.as_mut_ptr(),
+                v2.as_mut_ptr(),
+                n,
+                &mut s2,
+                &h,
+            )
+        };
+        assert_eq!(status, AdoptStatus::Ok);
+    }
+    assert_same_bits(&p1, &p2, "params");
+    assert_same_bits(&v1, &v2, "exp_avg_sq");
+    let (mut b1, mut b2) = (vec![0x3f80_u16; n], vec![0x3f80_u16; n]);
+    let gb = vec![0x3e80_u16; n];
+    let (mut m1, mut v1, mut m2, mut v2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let (mut s1, mut s2) = (0, 0);
+    for _ in 0..3 {
+        // SAFETY: every buffer has n lanes; none overlap.
+        unsafe {
+            assert_eq!(
+                adopt_step_bf16(
+                    b1.as_mut_ptr(),
+                    n,
+                    gb.as_ptr(),
+                    n,
+                    m1.as_mut_ptr(),
+                    n,
+                    v1.as_mut_ptr(),
+                    n,
+                    &mut s1,
+                    &h,
+                    ADOPT_ROUNDING_STOCHASTIC,
+                    9
+                ),
+                AdoptStatus::Ok
+            );
+            assert_eq!(
+                adopt_step_bf16_v2(
+                    b2.as_mut_ptr(),
+                    gb.as_ptr(),
+                    m2.as_mut_ptr(),
+                    v2.as_mut_ptr(),
+                    n,
+                    &mut s2,
+                    &h,
+                    ADOPT_ROUNDING_STOCHASTIC,
+                    9
+                ),
+                AdoptStatus::Ok
+            );
+        }
+    }
+    assert_eq!(b1, b2);
+    assert_same_bits(&m1, &m2, "bf16 step exp_avg");
+}

@@ -263,4 +263,64 @@ fn steady_state_steps_do_not_allocate() {
             );
         }
     }
+    #[cfg(feature = "capi")]
+    the_c_optimizer_step_does_not_allocate();
+}
+
+/// The C ABI's optimizer step reuses its scratch: a steady-state call
+/// allocates nothing (its overlap check and entry list included). Called
+/// by the one test, so no other test allocates meanwhile.
+#[cfg(feature = "capi")]
+fn the_c_optimizer_step_does_not_allocate() {
+    use adopt::capi::*;
+    rayon::broadcast(|_| ());
+    let mut opt = std::ptr::null_mut();
+    // SAFETY (all calls below): valid pointers and lengths, live optimizer.
+    unsafe {
+        assert_eq!(adopt_optimizer_new(&mut opt), AdoptStatus::Ok);
+        let h = adopt_hyper_default();
+        let mut g = 0;
+        assert_eq!(adopt_optimizer_add_group(opt, &h, &mut g), AdoptStatus::Ok);
+        let n = 50;
+        let mut data: Vec<Vec<f32>> = (0..n).map(|i| vec![0.5; 1 + i % 7]).collect();
+        let grads: Vec<Vec<f32>> = (0..n).map(|i| vec![0.25; 1 + i % 7]).collect();
+        for d in &data {
+            let mut id = 0;
+            assert_eq!(
+                adopt_optimizer_add_param(opt, g, d.len(), std::ptr::null(), &mut id),
+                AdoptStatus::Ok
+            );
+        }
+        let items: Vec<AdoptItem> = data
+            .iter_mut()
+            .zip(&grads)
+            .enumerate()
+            .map(|(i, (d, g))| AdoptItem {
+                param: i as u32,
+                params: d.as_mut_ptr(),
+                params_len: d.len(),
+                grads: g.as_ptr(),
+                grads_len: g.len(),
+            })
+            .collect();
+        for _ in 0..3 {
+            assert_eq!(
+                adopt_optimizer_step(opt, items.as_ptr(), n),
+                AdoptStatus::Ok
+            );
+        }
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        for _ in 0..20 {
+            assert_eq!(
+                adopt_optimizer_step(opt, items.as_ptr(), n),
+                AdoptStatus::Ok
+            );
+        }
+        let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            allocated, 0,
+            "adopt_optimizer_step allocated {allocated} times"
+        );
+        adopt_optimizer_free(opt);
+    }
 }

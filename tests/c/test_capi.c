@@ -533,6 +533,84 @@ static void test_mixed_precision(void) {
     adopt_optimizer_free(plain);
 }
 
+/* Every layout from C: a row-sparse table whose listed rows step exactly
+ * as the model steps each row as a dense buffer (rows not listed stay),
+ * and bf16 parameters as adopt_step_bf16_v2 steps them. */
+static void test_layouts_and_entries(void) {
+    enum { ROWS = 5, DIM = 3 };
+    AdoptHyper h = adopt_hyper_default();
+    h.lr = 0.05;
+    AdoptOptimizer *opt = NULL;
+    uint32_t g = 9, table = 9, w = 9;
+    AdoptLayout rows = adopt_layout_rows(ROWS, DIM);
+    AdoptLayout bf = adopt_layout_dense(4);
+    bf.params = ADOPT_DTYPE_BF16;
+    bf.grads = ADOPT_DTYPE_BF16;
+    CHECK(adopt_optimizer_new(&opt) == ADOPT_STATUS_OK &&
+              adopt_optimizer_add_group(opt, &h, &g) == ADOPT_STATUS_OK &&
+              adopt_optimizer_add_param_layout(opt, g, &rows, "entities", &table) == ADOPT_STATUS_OK &&
+              adopt_optimizer_add_param_layout(opt, g, &bf, NULL, &w) == ADOPT_STATUS_OK,
+          "layout setup: %s", msg());
+    float t[ROWS * DIM], mt[ROWS * DIM], mm[ROWS * DIM] = {0}, mv[ROWS * DIM] = {0};
+    uint64_t msteps[ROWS] = {0};
+    fill(t, ROWS * DIM, 77);
+    memcpy(mt, t, sizeof t);
+    uint16_t pb[4] = {0x3f80, 0x4000, 0xbf80, 0x3e80}, qb[4];
+    memcpy(qb, pb, sizeof pb);
+    uint16_t gbf[4] = {0x3e00, 0xbe80, 0x3f00, 0x3c00};
+    float qm[4] = {0}, qv[4] = {0};
+    uint64_t qstep = 0;
+    for (uint32_t s = 0; s < 4; s++) {
+        uint32_t listed[2] = {s % ROWS, 3};
+        float values[2 * DIM];
+        fill(values, 2 * DIM, 500 + s);
+        AdoptEntry entries[2] = {
+            {.param = table, .params_dtype = ADOPT_DTYPE_F32, .params = t, .params_len = ROWS * DIM,
+             .grads_kind = ADOPT_GRADS_ROWS, .grads_dtype = ADOPT_DTYPE_F32, .grads = values,
+             .grads_len = 2 * DIM, .rows = listed, .rows_len = 2},
+            {.param = w, .params_dtype = ADOPT_DTYPE_BF16, .params = pb, .params_len = 4,
+             .grads_kind = ADOPT_GRADS_DENSE, .grads_dtype = ADOPT_DTYPE_BF16, .grads = gbf,
+             .grads_len = 4, .rows = NULL, .rows_len = 0},
+        };
+        CHECK(adopt_optimizer_step_entries(opt, entries, 2, 1.0f, 0) == ADOPT_STATUS_OK,
+              "entries step %u: %s", s, msg());
+        /* The model: each listed row as a dense buffer; a row listed twice
+         * steps once, with its blocks summed. */
+        if (listed[0] == listed[1]) {
+            for (int j = 0; j < DIM; j++) {
+                values[j] += values[DIM + j];
+            }
+        }
+        for (int r = 0; r < (listed[0] == listed[1] ? 1 : 2); r++) {
+            uint32_t row = listed[r];
+            model_step(mt + row * DIM, values + r * DIM, mm + row * DIM, mv + row * DIM, DIM,
+                       &msteps[row], &h);
+        }
+        CHECK(adopt_step_bf16_v2(qb, gbf, qm, qv, 4, &qstep, &h, ADOPT_ROUNDING_NEAREST_EVEN, 0) ==
+                  ADOPT_STATUS_OK,
+              "bf16 v2 step: %s", msg());
+    }
+    CHECK(same_bits(t, mt, ROWS * DIM), "table rows differ from the model");
+    CHECK(memcmp(pb, qb, sizeof pb) == 0, "bf16 entries differ from adopt_step_bf16_v2");
+    uint64_t steps = 0;
+    CHECK(adopt_optimizer_param_step(opt, table, &steps) == ADOPT_STATUS_LAYOUT_MISMATCH,
+          "a table's step count: %s", msg());
+    /* A row the table does not have: refused, nothing changed. */
+    float before[ROWS * DIM];
+    memcpy(before, t, sizeof t);
+    uint32_t bad_row = ROWS;
+    float block[DIM] = {1, 1, 1};
+    AdoptEntry bad = {.param = table, .params_dtype = ADOPT_DTYPE_F32, .params = t,
+                      .params_len = ROWS * DIM, .grads_kind = ADOPT_GRADS_ROWS,
+                      .grads_dtype = ADOPT_DTYPE_F32, .grads = block, .grads_len = DIM,
+                      .rows = &bad_row, .rows_len = 1};
+    CHECK(adopt_optimizer_step_entries(opt, &bad, 1, 1.0f, 0) == ADOPT_STATUS_ROW_OUT_OF_RANGE &&
+              strstr(msg(), "row 5 is out of range") != NULL,
+          "bad row: %s", msg());
+    CHECK(same_bits(t, before, ROWS * DIM), "a refused step changed the table");
+    adopt_optimizer_free(opt);
+}
+
 int main(void) {
     test_defaults_and_version();
     test_steps_match_the_model();
@@ -541,6 +619,7 @@ int main(void) {
     test_bf16_is_the_f32_step_rounded();
     test_optimizer_round_trip();
     test_mixed_precision();
+    test_layouts_and_entries();
     printf("adopt %s C ABI checks\n%d passed, %d failed\n", adopt_version(), passed, failed);
     return failed == 0 ? 0 : 1;
 }
