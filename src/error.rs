@@ -278,9 +278,11 @@ pub enum Error {
         shard: u64,
     },
     /// A checkpoint could not be written or read; see [`CheckpointError`].
+    #[cfg(feature = "alloc")]
     Checkpoint(CheckpointError),
     /// A row-sparse step ([`adopt_step_rows`](crate::adopt_step_rows)) lists
     /// a row the table does not have.
+    #[cfg(feature = "alloc")]
     RowOutOfRange {
         /// The first row index in the list that is out of range.
         row: u32,
@@ -289,6 +291,7 @@ pub enum Error {
     },
     /// A row-sparse step's table does not have the lanes of its state's
     /// `rows × dim`.
+    #[cfg(feature = "alloc")]
     TableMismatch {
         /// The state's rows.
         rows: usize,
@@ -299,6 +302,7 @@ pub enum Error {
     },
     /// A row-sparse step's gradients are not one block of `dim` lanes per
     /// listed row.
+    #[cfg(feature = "alloc")]
     RowBlocksMismatch {
         /// The number of rows listed.
         rows: usize,
@@ -310,6 +314,7 @@ pub enum Error {
 }
 
 /// What is wrong with a checkpoint (see [`checkpoint`](crate::checkpoint)).
+#[cfg(feature = "alloc")]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CheckpointError {
@@ -401,6 +406,7 @@ pub enum CheckpointError {
     },
 }
 
+#[cfg(feature = "alloc")]
 impl fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -553,14 +559,18 @@ impl fmt::Display for Error {
                 f,
                 "caution mask of {count} of {lanes} lanes is impossible for a buffer of {shard} lanes"
             ),
+            #[cfg(feature = "alloc")]
             Error::Checkpoint(e) => e.fmt(f),
+            #[cfg(feature = "alloc")]
             Error::RowOutOfRange { row, rows } => {
                 write!(f, "row {row} is out of range for a table of {rows} rows")
             }
+            #[cfg(feature = "alloc")]
             Error::TableMismatch { rows, dim, got } => write!(
                 f,
                 "table has {got} lanes, expected {rows} rows of {dim} lanes (the state's shape)"
             ),
+            #[cfg(feature = "alloc")]
             Error::RowBlocksMismatch { rows, dim, got } => write!(
                 f,
                 "grads has {got} lanes, expected {rows} rows of {dim} lanes"

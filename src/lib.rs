@@ -13,7 +13,7 @@
 //! ```text
 //! t == 0:  v = g·g                                    (nothing else moves)
 //! t >= 1:  ĝ = clamp(g / max(sqrt(v), eps), -c(t), c(t))
-//!          m = m + (1-β1)(ĝ - m);   p = p - lr·m;   v = β2·v + (1-β2)·g·g
+//!          m = lerp(m, ĝ, 1-β1);   p = p - lr·m;   v = β2·v + (1-β2)·g·g
 //! ```
 //!
 //! ## Quickstart
@@ -43,18 +43,41 @@
 //!
 //! ## Beyond one buffer
 //!
-//! - [`Adopt`]: many buffers, parameter groups with their own [`Hyper`],
-//!   lazily created per-parameter state, one validated step over all of
-//!   them (split across the rayon pool), and [`checkpoint`]s.
-//! - [`adopt_step_scaled`] with [`Scaling`]: mixed-precision unscaling fused
-//!   into the kernel, and `found_inf` steps that change nothing;
-//!   [`grads_nonfinite`] is the scan.
-//! - The peers' variants in [`Hyper`]: [`DecayScaling`] and Nesterov.
+//! - [`Adopt`]: many parameters of any [`Layout`] (dense f32; bf16/f16
+//!   parameters and gradients, with or without an f32 master copy; f32,
+//!   bf16 or f16 moments; complex lanes; row-sparse embedding tables),
+//!   parameter groups with their own [`Hyper`], lazily created
+//!   per-parameter state, one validated step over any mix (split across
+//!   the rayon pool), and [`checkpoint`]s of all of it.
+//! - [`StepOptions::scaling`] with [`Scaling`] (and [`Adopt::step_scaled`]):
+//!   mixed-precision unscaling fused into the kernel, and `found_inf` steps
+//!   that change nothing; [`grads_nonfinite`] is the scan.
+//! - The peers' variants in [`Hyper`]: [`WeightDecay`] with
+//!   [`DecayScaling`] and first-step decay, [`Caution`] (timm's and
+//!   pytorch-optimizer's rules), Nesterov, the clip schedule's offset.
 //! - Sharding: stepping disjoint sub-ranges separately is bit-identical to
-//!   stepping the whole buffer.
+//!   stepping the whole buffer ([`caution_mask`] for cautious masking).
 //! - [`sparse`]: row-sparse steps of embedding tables ([`adopt_step_rows`]),
 //!   as PyTorch's `SparseAdam`: only the listed rows move, each with its own
 //!   step count, duplicates summed.
+//!
+//! ## Layers
+//!
+//! Dependencies run one way, from the edges down to the specification; no
+//! module imports one above it:
+//!
+//! ```text
+//! capi/                       the C ABI: calls the front ends, never the kernels
+//! optimizer/                  Adopt: registry, layouts, validation, schedule, checkpoints
+//! step.rs sparse.rs           front ends over one buffer (and complex.rs,
+//! precision.rs                precision.rs for half-precision storage)
+//! prepare.rs                  the one validate-and-derive pipeline they all call
+//! parallel.rs                 the only user of rayon: chunking across the pool
+//! kernel/                     the SIMD kernels: one generic body, one file per ISA
+//! hyper.rs state.rs lanes.rs  vocabulary: hyperparameters and their f32 constants,
+//! error.rs ids.rs             state, storage types, errors, ids
+//! reference.rs                the scalar specification; calls nothing fast
+//! ```
 //!
 //! ## Errors
 //!
@@ -76,22 +99,26 @@
 //!   pool whose `install` the step runs inside; a one-thread pool keeps every
 //!   step serial.
 //! - `half`: [`precision`] steps `bf16`/`f16` parameters and gradients with
-//!   f32 arithmetic, optionally with an f32 master copy, `bf16` optimizer
-//!   state and stochastic rounding.
+//!   f32 arithmetic, optionally with an f32 master copy, half-precision
+//!   moments (`v` in bf16 only) and stochastic rounding; [`Adopt`] layouts
+//!   of those storage types.
 //! - `capi`: [`capi`], the C ABI (`include/adopt.h`): single steps over
-//!   f32 and bf16 buffers and the optimizer object, for C, C++ and Python's
-//!   `ctypes` (implies `std` and `half`).
+//!   f32 and bf16 buffers and the optimizer object with every layout, for
+//!   C, C++ and Python's `ctypes` (implies `std` and `half`).
 //! - `complex`: [`complex`] steps `num_complex::Complex32` parameters as
 //!   interleaved real lanes, zero-copy, as the reference's `view_as_real`.
-//! - `serde`: `Serialize`/`Deserialize` for [`Hyper`], [`Clip`],
-//!   [`DecayScaling`] and [`State`].
+//! - `serde`: `Serialize`/`Deserialize` for [`Hyper`] (and its
+//!   [`Clip`], [`WeightDecay`], [`DecayScaling`], [`Caution`]) and
+//!   [`State`].
 //!
 //! ## Kernels
 //!
 //! The step runs on the fastest [`Kernel`] the CPU supports, detected once at
 //! run time in a default build: AVX-512F or AVX2+FMA on x86-64, NEON on
 //! aarch64, and a portable `wide` kernel otherwise. [`Kernel::active`] says
-//! which (for logs); [`Kernel::force`] or `ADOPT_KERNEL=portable` pins one.
+//! which (for logs); [`Kernel::force`], `ADOPT_KERNEL=portable` or
+//! [`Adopt::set_kernel`] (one optimizer) pins one; [`Kernel::try_active`]
+//! reports an `ADOPT_KERNEL` that cannot be followed.
 
 #![no_std]
 #![deny(missing_docs)]
@@ -124,7 +151,9 @@ pub mod sparse;
 mod state;
 mod step;
 
-pub use error::{Buffer, CheckpointError, Error, Float, HyperParam};
+#[cfg(feature = "alloc")]
+pub use error::CheckpointError;
+pub use error::{Buffer, Error, Float, HyperParam};
 pub use hyper::{
     Caution, CautionMask, Clip, Decay, DecayScaling, Hyper, Scaling, StepConstants, StepOptions,
     WeightDecay,

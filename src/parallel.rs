@@ -26,6 +26,7 @@ const CHUNK_ALIGN: usize = 512;
 
 /// The threads of the current pool (1 without the `rayon` feature).
 #[inline]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // the optimizer's and the sparse step's
 pub(crate) fn threads() -> usize {
     #[cfg(feature = "rayon")]
     {
@@ -40,12 +41,14 @@ pub(crate) fn threads() -> usize {
 /// Whether work of `lanes` lanes is worth splitting across the pool.
 /// Small work never touches the pool (not even to count its threads).
 #[inline]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // the optimizer's and the sparse step's
 pub(crate) fn worth_splitting(lanes: usize) -> bool {
     lanes >= PARALLEL_THRESHOLD && threads() > 1
 }
 
 /// Runs `a` and `b`, on two pool threads when the pool has them.
 #[inline]
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // the optimizer's and the sparse step's
 pub(crate) fn join<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
 where
     A: FnOnce() -> RA + Send,
@@ -126,6 +129,7 @@ pub(crate) fn for_each_chunk_pair<A: Sync, B: Send>(
 
 /// Calls `f` on chunks of `tasks` of about `min_lanes` lanes of work each
 /// (`lanes_per_task` each), across the pool when the work is large.
+#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // the optimizer's and the sparse step's
 pub(crate) fn for_each_task_chunk<T: Sync>(
     tasks: &[T],
     lanes_per_task: usize,

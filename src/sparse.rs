@@ -563,9 +563,9 @@ struct RowPtrs {
 // rows no other task has (the tasks' rows are distinct).
 unsafe impl Sync for RowPtrs {}
 
-/// How many tasks ahead [`execute`] prefetches rows (on the 1M × 64 table
-/// of `benches/sparse.rs`, on one thread, 4 was faster than 0, 2 and 8; see
-/// BENCHMARKS.md).
+/// How many tasks ahead [`execute`] prefetches rows: far enough for a row's
+/// memory latency to overlap the rows before it, near enough that the
+/// lines are still in cache (chosen by measurement, see BENCHMARKS.md).
 const PREFETCH_AHEAD: usize = 4;
 
 impl RowPtrs {

@@ -52,9 +52,8 @@ impl State {
     /// usually lie in order in memory, and so do the second moments, so a
     /// step over all of them reads two sequential streams the hardware
     /// prefetcher follows, where states allocated one at a time interleave
-    /// the two: on this project's test machine, 10,000 buffers of 100
-    /// lanes step about 20% faster this way (see BENCHMARKS.md). Only the
-    /// layout differs, never the values.
+    /// the two (measured in BENCHMARKS.md). Only the layout differs, never
+    /// the values.
     pub(crate) fn many(
         count: usize,
         exp_avg: impl FnMut(usize) -> Vec<f32>,
