@@ -6,7 +6,7 @@
 #![no_main]
 
 use adopt::checkpoint::{VERSION, crc32};
-use adopt::{Adopt, Caution, Hyper, Item, WeightDecay};
+use adopt::{Adopt, Caution, Dtype, Entry, Grads, Hyper, Layout, Rounding, WeightDecay};
 use libfuzzer_sys::fuzz_target;
 
 /// A small trained optimizer whose checkpoint the fuzzer mutates.
@@ -29,18 +29,54 @@ fn trained() -> Adopt {
     let a = opt.add_param(g0, 3, Some("a")).unwrap();
     let b = opt.add_param(g1, 2, None).unwrap();
     opt.add_param(g1, 1, Some("unused")).unwrap();
+    // Every layout, so mutations reach the layout records and typed states.
+    let c = opt
+        .add_param(
+            g0,
+            Layout::dense(3)
+                .params(Dtype::Bf16)
+                .master(true)
+                .exp_avg(Dtype::F16)
+                .exp_avg_sq(Dtype::Bf16)
+                .rounding(Rounding::Stochastic { seed: 9 }),
+            Some("c"),
+        )
+        .unwrap();
+    let t = opt.add_param(g1, Layout::rows(3, 2), Some("t")).unwrap();
+    let z = opt.add_param(g0, Layout::complex(1), None).unwrap();
     let (mut da, mut db) = (vec![1.0_f32, 2.0, 3.0], vec![-1.0_f32, 0.5]);
+    let mut dc = vec![half::bf16::ONE; 3];
+    let gc = vec![half::bf16::from_f32(0.5); 3];
+    let (mut dt, mut dz) = (vec![0.5_f32; 6], vec![0.25_f32, -0.25]);
     for _ in 0..2 {
         opt.step(&mut [
-            Item {
+            Entry {
                 id: a,
-                params: &mut da,
-                grads: Some(&[0.1, -0.2, 0.3]),
+                params: (&mut da[..]).into(),
+                grads: Some((&[0.1_f32, -0.2, 0.3][..]).into()),
             },
-            Item {
+            Entry {
                 id: b,
-                params: &mut db,
-                grads: Some(&[1.0, -1.0]),
+                params: (&mut db[..]).into(),
+                grads: Some((&[1.0_f32, -1.0][..]).into()),
+            },
+            Entry {
+                id: c,
+                params: (&mut dc[..]).into(),
+                grads: Some((&gc[..]).into()),
+            },
+            Entry {
+                id: t,
+                params: (&mut dt[..]).into(),
+                grads: Some(Grads::Rows {
+                    rows: &[2, 0, 2],
+                    values: &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+                }),
+            },
+            Entry {
+                id: z,
+                params: (&mut dz[..]).into(),
+                grads: Some((&[0.5_f32, 0.5][..]).into()),
             },
         ])
         .unwrap();
