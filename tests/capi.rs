@@ -1323,35 +1323,40 @@ fn bad_entries_and_layouts_are_refused_and_change_nothing() {
     );
     let before = (c.save(), p.clone(), t.clone(), d.clone());
     let rows = [0_u32, 3];
-    type Break = fn(&mut [AdoptEntry; 3], &[u32]);
+    // The last argument: four real f32 lanes, for an entry that names
+    // another (real) buffer of the type it claims.
+    type Break = fn(&mut [AdoptEntry; 3], &[u32], *mut f32);
     let cases: [(&str, Break, AdoptStatus, &str); 9] = [
         (
             "dtype code",
-            |e, _| e[0].params_dtype = 9,
+            |e, _, _| e[0].params_dtype = 9,
             AdoptStatus::InvalidArgument,
             "entries[0].params is 9",
         ),
         (
             "registered bf16, given f32",
-            |e, _| e[0].params_dtype = ADOPT_DTYPE_F32,
+            |e, _, f32_lanes| {
+                e[0].params_dtype = ADOPT_DTYPE_F32;
+                e[0].params = f32_lanes.cast();
+            },
             AdoptStatus::DtypeMismatch,
             "are float32, but the parameter was registered with bfloat16",
         ),
         (
             "misaligned bf16",
-            |e, _| e[0].params = e[0].params.cast::<u8>().wrapping_add(1).cast(),
+            |e, _, _| e[0].params = e[0].params.cast::<u8>().wrapping_add(1).cast(),
             AdoptStatus::InvalidArgument,
             "entries[0].params",
         ),
         (
             "grads kind",
-            |e, _| e[2].grads_kind = 7,
+            |e, _, _| e[2].grads_kind = 7,
             AdoptStatus::InvalidArgument,
             "entries[2].grads_kind is 7",
         ),
         (
             "rows with a dense kind",
-            |e, r| {
+            |e, r, _| {
                 e[1].rows = r.as_ptr();
                 e[1].rows_len = 2;
             },
@@ -1360,7 +1365,7 @@ fn bad_entries_and_layouts_are_refused_and_change_nothing() {
         ),
         (
             "a row out of range",
-            |e, r| {
+            |e, r, _| {
                 e[1].grads_kind = ADOPT_GRADS_ROWS;
                 e[1].rows = r.as_ptr();
                 e[1].rows_len = 2;
@@ -1371,7 +1376,7 @@ fn bad_entries_and_layouts_are_refused_and_change_nothing() {
         ),
         (
             "rows for a dense parameter",
-            |e, r| {
+            |e, r, _| {
                 e[2].grads_kind = ADOPT_GRADS_ROWS;
                 e[2].rows = r.as_ptr();
                 e[2].rows_len = 1;
@@ -1382,7 +1387,7 @@ fn bad_entries_and_layouts_are_refused_and_change_nothing() {
         ),
         (
             "params of two entries overlap",
-            |e, _| {
+            |e, _, _| {
                 e[2].params = e[1].params;
             },
             AdoptStatus::InvalidArgument,
@@ -1390,14 +1395,15 @@ fn bad_entries_and_layouts_are_refused_and_change_nothing() {
         ),
         (
             "no gradient but a pointer",
-            |e, _| e[2].grads_kind = ADOPT_GRADS_NONE,
+            |e, _, _| e[2].grads_kind = ADOPT_GRADS_NONE,
             AdoptStatus::InvalidArgument,
             "ADOPT_GRADS_NONE",
         ),
     ];
     for (what, f, status, text) in cases {
         let mut entries = good(&mut p, &mut t, &mut d);
-        f(&mut entries, &rows);
+        let mut f32_lanes = [1.0_f32; 4];
+        f(&mut entries, &rows, f32_lanes.as_mut_ptr());
         assert_eq!(step_entries(&c, &entries), status, "{what}: {}", message());
         assert!(
             message().contains(text),
