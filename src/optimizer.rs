@@ -5,7 +5,7 @@
 use crate::error::{Buffer, Error};
 use crate::hyper::{Caution, Hyper, Scaling, StepConstants};
 use crate::kernel::{Job, Kernel};
-use crate::state::State;
+use crate::state::{State, StateView};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -314,6 +314,58 @@ impl Adopt {
     /// A parameter's state, `None` before its first gradient.
     pub fn state(&self, id: ParamId) -> Result<Option<&State>, Error> {
         Ok(self.params[self.param_index(id)?].state.as_ref())
+    }
+
+    /// A parameter's state, to read and write in place: its moments and
+    /// step count (`None` before its first gradient, unless
+    /// [`set_state`](Adopt::set_state) gave it one).
+    ///
+    /// A state's buffers keep their address for as long as the state
+    /// lives (until [`set_state`](Adopt::set_state), a checkpoint load or
+    /// the optimizer's end replaces it), so a wrapper can lend views of
+    /// them to another language between steps.
+    ///
+    /// ```
+    /// use adopt::{Adopt, Hyper, Item, State};
+    /// let mut opt = Adopt::new();
+    /// let g = opt.add_group(Hyper::default())?;
+    /// let id = opt.add_param(g, 2, None)?;
+    /// opt.set_state(id, State::new(2))?;
+    /// let mut state = opt.state_mut(id)?.expect("set above");
+    /// state.exp_avg_sq_mut().copy_from_slice(&[4.0, 9.0]);
+    /// *state.step_mut() = 1;
+    /// let mut p = [1.0_f32, 1.0];
+    /// opt.step(&mut [Item { id, params: &mut p, grads: Some(&[2.0, 3.0]) }])?;
+    /// assert_eq!(opt.state(id)?.map(|s| s.step()), Some(2));
+    /// assert!(p[0] < 1.0); // the second step moves
+    /// # Ok::<(), adopt::Error>(())
+    /// ```
+    pub fn state_mut(&mut self, id: ParamId) -> Result<Option<StateView<'_>>, Error> {
+        let i = self.param_index(id)?;
+        Ok(self.params[i].state.as_mut().map(State::view_mut))
+    }
+
+    /// Gives a parameter a state (another framework's, or one saved
+    /// elsewhere), replacing any it had. Both moments must have the lanes
+    /// the parameter was registered with ([`Error::LengthMismatch`]
+    /// otherwise, and nothing changes).
+    pub fn set_state(&mut self, id: ParamId, state: State) -> Result<(), Error> {
+        let i = self.param_index(id)?;
+        let lanes = self.params[i].lanes;
+        for (buffer, got) in [
+            (Buffer::ExpAvg, state.exp_avg().len()),
+            (Buffer::ExpAvgSq, state.exp_avg_sq().len()),
+        ] {
+            if got != lanes {
+                return Err(Error::LengthMismatch {
+                    buffer,
+                    expected: lanes,
+                    got,
+                });
+            }
+        }
+        self.params[i].state = Some(state);
+        Ok(())
     }
 
     fn group_index(&self, group: GroupId) -> Result<usize, Error> {
