@@ -410,6 +410,12 @@ class ADOPT(Optimizer):
             p = self.param_groups[gi]["params"][j]
             name = self._name(gi, j, p)
             _param_kind(p, name)
+            numel, data_ptr = engine.param_info(i)
+            if p.numel() != numel:
+                raise ValueError(
+                    f"{name} has {p.numel()} elements, {numel} when the optimizer registered "
+                    "it: its state has that size (create a new optimizer for a resized model)"
+                )
             g = p.grad
             if g is not None:
                 _check_grad(g, p, name)
@@ -433,12 +439,6 @@ class ADOPT(Optimizer):
                             "have the parameter's shape, and be complex if the parameter is"
                         )
                 plan = (count, st["exp_avg"], st["exp_avg_sq"])
-            numel, data_ptr = engine.param_info(i)
-            if p.numel() != numel:
-                raise ValueError(
-                    f"{name} has {p.numel()} elements, {numel} when the optimizer registered "
-                    "it: its state has that size (create a new optimizer for a resized model)"
-                )
             moved |= p.data_ptr() != data_ptr
             plans.append((i, p, plan))
         if moved:
@@ -502,6 +502,31 @@ class ADOPT(Optimizer):
         raise RuntimeError("adopt_rs: internal error: a step was declined three times")
 
     # -- pickling, deepcopy, load_state_dict ---------------------------------
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, then the loaded state is taken over
+        at once: copied into the optimizer's own buffers, so that it no
+        longer shares memory with ``state_dict`` (torch-adopt keeps the
+        loaded tensors themselves). A state the step cannot take (wrong
+        shapes, a step count that is not a whole number) raises, and the
+        optimizer keeps the state it had."""
+        before = {"state": self.state, "param_groups": self.param_groups}
+        super().load_state_dict(state_dict)
+        try:
+            self._prepare()
+            ids = [
+                i
+                for i, (gi, j) in enumerate(self._where)
+                if self.state.get(self.param_groups[gi]["params"][j])
+            ]
+            if ids:
+                self._attend(ids)
+        except Exception:
+            # A state the step cannot take: back to what was there (torch
+            # replaced both objects, leaving the old ones as they were).
+            self.__setstate__(before)
+            self._prepare()
+            raise
 
     def __getstate__(self) -> Dict[str, Any]:
         state = super().__getstate__()

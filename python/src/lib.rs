@@ -129,12 +129,24 @@ impl HyperArgs {
     }
 }
 
+/// A float as Python's `repr` writes the usual ones (`nan`, `inf`, `-1.0`).
+fn py_float(value: f64) -> String {
+    if value.is_nan() {
+        "nan".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        format!("{value:?}")
+    }
+}
+
 /// A clip threshold a Python schedule returned: a number >= 0, `inf` for
 /// no clipping.
 fn check_threshold(at: u64, value: f64) -> PyResult<f64> {
     if value.is_nan() || value < 0.0 {
         return Err(PyValueError::new_err(format!(
-            "clip_lambda({at}.0) returned {value}: a clip threshold must be a number >= 0 (inf for none)"
+            "clip_lambda({at}.0) returned {}: a clip threshold must be a number >= 0 (inf for none)",
+            py_float(value)
         )));
     }
     Ok(value)
