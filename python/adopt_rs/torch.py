@@ -86,6 +86,12 @@ def _param_kind(p: Any, name: str) -> bool:
     ValueError, naming it, for one it cannot."""
     if not isinstance(p, Tensor):
         raise TypeError(f"{name} is a {type(p).__name__}, not a tensor")
+    if type(p).__torch_dispatch__ != Tensor.__torch_dispatch__:
+        raise TypeError(
+            f"{name} is a {type(p).__name__}, a tensor subclass with its own dispatch "
+            "(such as FSDP2's DTensor): adopt_rs steps plain tensors, whose memory it "
+            "can reach"
+        )
     if p.device.type != "cpu":
         raise ValueError(
             f"{name} is on {p.device}: adopt_rs steps CPU tensors in place "

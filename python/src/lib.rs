@@ -954,12 +954,139 @@ fn kernel() -> PyResult<String> {
         .map_err(|e| core_error("", e))
 }
 
+/// The data pointer and f32 lanes of a contiguous float32 CPU tensor
+/// (benchmarks only).
+fn f32_tensor(t: &Bound<'_, PyAny>, what: &str) -> PyResult<(usize, usize)> {
+    let py = t.py();
+    let ok = t
+        .getattr(intern!(py, "dtype"))?
+        .str()?
+        .extract::<String>()?
+        == "torch.float32"
+        && t.getattr(intern!(py, "is_cpu"))?.is_truthy()?
+        && t.call_method0(intern!(py, "is_contiguous"))?.is_truthy()?;
+    if !ok {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be contiguous float32 CPU tensors"
+        )));
+    }
+    Ok((
+        t.call_method0(intern!(py, "data_ptr"))?.extract()?,
+        t.call_method0(intern!(py, "numel"))?.extract()?,
+    ))
+}
+
+/// For benchmarks: the core's `Adopt::step` (one group, torch-adopt's
+/// defaults at `lr`) over given parameter and gradient tensors, in place,
+/// with the GIL released and no Python in the loop. The optimizer and its
+/// state are this object's own and persist from call to call, as an
+/// optimizer's do.
+#[pyclass(module = "adopt_rs._core")]
+struct BenchAdopt {
+    opt: Adopt,
+    ids: Vec<ParamId>,
+    /// (parameter, gradient, lanes) per tensor.
+    buffers: Vec<(usize, usize, usize)>,
+    /// The tensors, kept alive while their pointers are used.
+    #[allow(dead_code)]
+    tensors: Vec<Py<PyAny>>,
+}
+
+#[pymethods]
+impl BenchAdopt {
+    #[new]
+    fn new(params: Vec<Bound<'_, PyAny>>, grads: Vec<Bound<'_, PyAny>>, lr: f64) -> PyResult<Self> {
+        if params.len() != grads.len() {
+            return Err(PyValueError::new_err("one gradient per parameter"));
+        }
+        let mut buffers = Vec::with_capacity(params.len());
+        for (p, g) in params.iter().zip(&grads) {
+            let (p, lanes) = f32_tensor(p, "params")?;
+            let (g, g_lanes) = f32_tensor(g, "grads")?;
+            if lanes != g_lanes {
+                return Err(PyValueError::new_err(
+                    "each gradient has its parameter's size",
+                ));
+            }
+            buffers.push((p, g, lanes));
+        }
+        let mut spans: Vec<(usize, usize)> = buffers
+            .iter()
+            .flat_map(|&(p, g, lanes)| [(p, p + 4 * lanes), (g, g + 4 * lanes)])
+            .filter(|s| s.1 > s.0)
+            .collect();
+        spans.sort_unstable();
+        if spans.windows(2).any(|w| w[1].0 < w[0].1) {
+            return Err(PyValueError::new_err("the tensors must not share memory"));
+        }
+        let mut opt = Adopt::new();
+        let group = opt
+            .add_group(Hyper {
+                lr,
+                ..Hyper::default()
+            })
+            .map_err(|e| core_error("", e))?;
+        let mut ids = Vec::with_capacity(buffers.len());
+        for &(_, _, lanes) in &buffers {
+            ids.push(
+                opt.add_param(group, lanes, None)
+                    .map_err(|e| core_error("", e))?,
+            );
+        }
+        let tensors = params.into_iter().chain(grads).map(Bound::unbind).collect();
+        Ok(BenchAdopt {
+            opt,
+            ids,
+            buffers,
+            tensors,
+        })
+    }
+
+    /// `steps` calls of `Adopt::step`; returns each call's seconds (the
+    /// item list is built before the clock starts).
+    fn step(&mut self, py: Python<'_>, steps: usize) -> PyResult<Vec<f64>> {
+        let (opt, ids, buffers) = (&mut self.opt, &self.ids, &self.buffers);
+        py.detach(|| {
+            let mut times = Vec::with_capacity(steps);
+            for _ in 0..steps {
+                let mut items: Vec<Item<'_>> = buffers
+                    .iter()
+                    .zip(ids)
+                    .map(|(&(p, g, lanes), &id)| Item {
+                        id,
+                        params: if lanes == 0 {
+                            &mut []
+                        } else {
+                            // SAFETY: checked when created: contiguous
+                            // float32 CPU tensors of `lanes` elements that
+                            // share no memory, kept alive by `tensors`.
+                            unsafe { std::slice::from_raw_parts_mut(p as *mut f32, lanes) }
+                        },
+                        grads: Some(if lanes == 0 {
+                            &[]
+                        } else {
+                            // SAFETY: as above.
+                            unsafe { std::slice::from_raw_parts(g as *const f32, lanes) }
+                        }),
+                    })
+                    .collect();
+                let start = std::time::Instant::now();
+                opt.step(&mut items)?;
+                times.push(start.elapsed().as_secs_f64());
+            }
+            Ok::<_, Error>(times)
+        })
+        .map_err(|e| core_error("", e))
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AdoptError", m.py().get_type::<AdoptError>())?;
     m.add_class::<Engine>()?;
     m.add_function(wrap_pyfunction!(numpy_step, m)?)?;
     m.add_function(wrap_pyfunction!(kernel, m)?)?;
+    m.add_class::<BenchAdopt>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

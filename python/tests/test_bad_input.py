@@ -134,6 +134,17 @@ def test_torch_adopts_value_errors(kwargs, message):
             adopt.ADOPT([p], **kwargs)
 
 
+def test_tensor_subclasses_with_their_own_dispatch_are_refused():
+    class Wrapper(torch.Tensor):  # as DTensor: ops go through __torch_dispatch__
+        @classmethod
+        def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+            raise NotImplementedError
+
+    bad = torch.Tensor._make_subclass(Wrapper, torch.ones(3), True)
+    with pytest.raises(TypeError, match="Wrapper, a tensor subclass with its own dispatch"):
+        ADOPT([bad])
+
+
 def test_fused_is_refused_as_torch_adopt_does():
     with pytest.raises(RuntimeError, match="`fused` is not currently supported"):
         ADOPT([torch.nn.Parameter(torch.ones(3))], fused=True)
