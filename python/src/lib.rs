@@ -13,8 +13,8 @@
 //!
 //! The Python layer (`adopt_rs/torch.py`) validates tensors (device, dtype,
 //! layout, contiguity, memory overlap) before it registers them here; every
-//! step re-checks what could have changed since (data pointers, sizes,
-//! gradient dtype, layout and device, the state's tensors) and hands back
+//! step re-checks what could have changed since (data pointers, gradients'
+//! dtype, layout, size and contiguity, the state's tensors) and hands back
 //! the parameters that need the Python layer's attention instead of
 //! stepping, so that a refused step changes nothing.
 
@@ -217,6 +217,10 @@ struct Rec {
     dtype: Py<PyAny>,
     /// The parameter tensor (`None` after the garbage collector cleared it).
     param: Option<Py<PyAny>>,
+    /// `param.data` when `p_ptr` was read: it keeps that storage alive, so
+    /// no other tensor can be allocated at `p_ptr` while the record lives,
+    /// and an unchanged data pointer means unchanged memory.
+    data: Option<Py<PyAny>>,
     p_ptr: usize,
     /// The tensors the optimizer put in `state[param]`: a step goes ahead
     /// only while `state` still holds these very objects.
@@ -399,6 +403,7 @@ impl Engine {
         } else {
             self.float32.clone_ref(py)
         };
+        let data = param.bind(py).getattr(intern!(py, "data"))?.unbind();
         self.recs.push(Rec {
             group,
             index: self.groups[group].len(),
@@ -406,6 +411,7 @@ impl Engine {
             numel,
             dtype,
             param: Some(param),
+            data: Some(data),
             p_ptr: data_ptr,
             exp_avg: None,
             exp_avg_sq: None,
@@ -416,10 +422,17 @@ impl Engine {
         Ok(id.0)
     }
 
-    /// Records a parameter's new data pointer (its `.data` was replaced by
-    /// a validated tensor of the same size).
-    fn update_param(&mut self, id: u32, data_ptr: usize) {
-        self.recs[id as usize].p_ptr = data_ptr;
+    /// Records a parameter's new data (its `.data` was replaced by a
+    /// validated tensor of the same size, at `data_ptr`).
+    fn update_param(&mut self, py: Python<'_>, id: u32, data_ptr: usize) -> PyResult<()> {
+        let r = &mut self.recs[id as usize];
+        let param = r
+            .param
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("the engine was cleared"))?;
+        r.data = Some(param.bind(py).getattr(intern!(py, "data"))?.unbind());
+        r.p_ptr = data_ptr;
+        Ok(())
     }
 
     /// Gives each of `ids` a zero state where it has none, all first
@@ -557,14 +570,13 @@ impl Engine {
         // is over: another thread may drop `p.grad` while the GIL is free.
         let mut keep: Vec<Bound<'_, PyAny>> = Vec::new();
         self.work.clear();
-        let (k_params, k_grad, k_ptr, k_numel, k_layout, k_dtype, k_cpu, k_contig) = (
+        let (k_params, k_grad, k_ptr, k_numel, k_layout, k_dtype, k_contig) = (
             intern!(py, "params"),
             intern!(py, "grad"),
             intern!(py, "data_ptr"),
             intern!(py, "numel"),
             intern!(py, "layout"),
             intern!(py, "dtype"),
-            intern!(py, "is_cpu"),
             intern!(py, "is_contiguous"),
         );
         let (k_m, k_v, k_step) = (
@@ -590,16 +602,20 @@ impl Engine {
                 if g.is_none() {
                     continue;
                 }
+                // The record holds the storage it registered (`data`): the
+                // same pointer is the same memory, of the registered size.
                 let p_ptr: usize = p.call_method0(k_ptr)?.extract()?;
-                let numel: usize = p.call_method0(k_numel)?.extract()?;
-                if p_ptr != r.p_ptr || numel != r.numel {
+                if p_ptr != r.p_ptr {
                     attention.push(id);
                     continue;
                 }
+                // torch keeps a gradient on its parameter's device (its
+                // setter and `set_data` refuse another), not its dtype or
+                // size (`grad.data = ...` may change them): those are
+                // checked.
                 if !g.getattr(k_layout)?.is(&self.strided)
                     || !g.getattr(k_dtype)?.is(&r.dtype)
-                    || !g.getattr(k_cpu)?.is_truthy()?
-                    || g.call_method0(k_numel)?.extract::<usize>()? != numel
+                    || g.call_method0(k_numel)?.extract::<usize>()? != r.numel
                 {
                     attention.push(id);
                     continue;
@@ -764,7 +780,8 @@ impl Engine {
                 } else {
                     // SAFETY: the Python layer checked that each parameter
                     // is a contiguous CPU tensor of `lanes` f32 lanes at
-                    // `p` (re-checked above: same pointer and size) and no
+                    // `p` (re-checked above: the same pointer, into the
+                    // storage the record holds) and no
                     // two parameters overlap; each gradient was checked
                     // above (dtype, layout, device, size, contiguity) and
                     // overlaps no parameter (check_overlap). `keep` and the
@@ -815,6 +832,7 @@ impl Engine {
         for r in &self.recs {
             visit.call(&r.dtype)?;
             visit.call(&r.param)?;
+            visit.call(&r.data)?;
             visit.call(&r.exp_avg)?;
             visit.call(&r.exp_avg_sq)?;
             visit.call(&r.step)?;
@@ -828,6 +846,7 @@ impl Engine {
         // the next one reports the layout as changed.
         for r in &mut self.recs {
             r.param = None;
+            r.data = None;
             r.exp_avg = None;
             r.exp_avg_sq = None;
             r.step = None;
