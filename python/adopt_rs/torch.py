@@ -463,7 +463,9 @@ class ADOPT(Optimizer):
                 m.copy_(m_from.reshape(p.shape))
                 v.copy_(v_from.reshape(p.shape))
             step = torch.tensor(float(count), dtype=torch.float32)
-            st = self.state[p]
+            st = self.state.get(p)
+            if st is None:  # (a plain dict, if a framework replaced the defaultdict)
+                st = self.state[p] = {}
             st["step"], st["exp_avg"], st["exp_avg_sq"] = step, m, v
             engine.bind(i, m, v, step, step.data_ptr(), count)
 

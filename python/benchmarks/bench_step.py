@@ -10,8 +10,8 @@ torch contenders are timed in turn, round after round, so that a busy spell
 of a shared machine falls on all of them; each sample is the mean of a few
 steps; reported are the medians over rounds, the median of the per-round
 ratios and the ratio of the minima. Then adopt_rs's ADOPT.step() and the
-core's Adopt::step alternate one step each, for the per-step overhead of
-the Python layer.
+core's Adopt::step alternate one step each (ABBA), for the per-step
+overhead of the Python layer.
 
     python python/benchmarks/bench_step.py            # both cases
     python python/benchmarks/bench_step.py --rounds 31 --pairs 101 --case small
@@ -129,11 +129,16 @@ def bench(label, shapes, rounds, steps, pairs):
     ours_runner = torch_side[0]
     core = next(r for r in runners if isinstance(r, Core))
     a, b = [], []
-    for _ in range(pairs):
-        a.append(ours_runner.run(1))
-        b.append(core.run(1))
+    for i in range(pairs):
+        # ABBA: neither side always runs right after the other.
+        if i % 2:
+            b.append(core.run(1))
+            a.append(ours_runner.run(1))
+        else:
+            a.append(ours_runner.run(1))
+            b.append(core.run(1))
     ratios = [x / y for x, y in zip(a, b)]
-    print(f"adopt_rs ADOPT.step() against core Adopt::step, {pairs} alternating pairs: "
+    print(f"adopt_rs ADOPT.step() against core Adopt::step, {pairs} alternating (ABBA) pairs: "
           f"median {statistics.median(a) * 1e3:.3f} ms against {statistics.median(b) * 1e3:.3f} ms, "
           f"ratio median {statistics.median(ratios):.2f}x (minima {min(a) / min(b):.2f}x), "
           f"overhead median {statistics.median([x - y for x, y in zip(a, b)]) * 1e6:.0f} us")
