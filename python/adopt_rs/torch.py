@@ -467,7 +467,7 @@ class ADOPT(Optimizer):
             if st is None:  # (a plain dict, if a framework replaced the defaultdict)
                 st = self.state[p] = {}
             st["step"], st["exp_avg"], st["exp_avg_sq"] = step, m, v
-            engine.bind(i, m, v, step, step.data_ptr(), count)
+            engine.bind(i, m, v, step, count)
 
     # -- the step -----------------------------------------------------------
 

@@ -227,6 +227,9 @@ struct Rec {
     exp_avg: Option<Py<PyAny>>,
     exp_avg_sq: Option<Py<PyAny>>,
     step: Option<Py<PyAny>>,
+    /// `step.data` when `step_ptr` was read: keeps that storage alive (even
+    /// if `step.data` is replaced).
+    step_data: Option<Py<PyAny>>,
     /// The float32 storage of `step`, which each step reads (a value
     /// written there from Python is taken over) and writes.
     step_ptr: usize,
@@ -416,6 +419,7 @@ impl Engine {
             exp_avg: None,
             exp_avg_sq: None,
             step: None,
+            step_data: None,
             step_ptr: 0,
         });
         self.groups[group].push(id.0);
@@ -495,15 +499,15 @@ impl Engine {
     }
 
     /// Records the tensors the Python layer put in `state[param]` (views of
-    /// [`arrays`](Engine::arrays), and a float32 scalar `step` at
-    /// `step_ptr`), and sets the step count to `count`.
+    /// [`arrays`](Engine::arrays), and `step`, a float32 scalar tensor it
+    /// created), and sets the step count to `count`.
     fn bind(
         &mut self,
+        py: Python<'_>,
         id: u32,
         exp_avg: Py<PyAny>,
         exp_avg_sq: Py<PyAny>,
         step: Py<PyAny>,
-        step_ptr: usize,
         count: u64,
     ) -> PyResult<()> {
         let mut state = self
@@ -511,11 +515,15 @@ impl Engine {
             .state_mut(ParamId(id))
             .map_err(|e| core_error("", e))?
             .ok_or_else(|| PyValueError::new_err("the parameter has no state yet"))?;
+        let step_data = step.bind(py).getattr(intern!(py, "data"))?;
+        let step_ptr: usize = step_data.call_method0(intern!(py, "data_ptr"))?.extract()?;
+        let step_data = step_data.unbind();
         *state.step_mut() = count;
         let r = &mut self.recs[id as usize];
         r.exp_avg = Some(exp_avg);
         r.exp_avg_sq = Some(exp_avg_sq);
         r.step = Some(step);
+        r.step_data = Some(step_data);
         r.step_ptr = step_ptr;
         Ok(())
     }
@@ -647,10 +655,10 @@ impl Engine {
                     },
                     None => false,
                 };
-                // SAFETY (read): `step_ptr` is the float32 storage of
-                // `r.step`, a scalar tensor the Python layer created, which
-                // `state` still holds (checked above) and the record keeps
-                // alive.
+                // SAFETY (read): `step_ptr` is the float32 storage of a
+                // scalar tensor the Python layer created (`r.step`, which
+                // `state` still holds, checked above), kept alive by
+                // `r.step_data`.
                 if !bound || step_count(unsafe { *(r.step_ptr as *const f32) }).is_none() {
                     attention.push(id);
                     continue;
@@ -836,6 +844,7 @@ impl Engine {
             visit.call(&r.exp_avg)?;
             visit.call(&r.exp_avg_sq)?;
             visit.call(&r.step)?;
+            visit.call(&r.step_data)?;
         }
         Ok(())
     }
@@ -850,6 +859,7 @@ impl Engine {
             r.exp_avg = None;
             r.exp_avg_sq = None;
             r.step = None;
+            r.step_data = None;
             r.step_ptr = 0;
         }
     }
