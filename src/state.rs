@@ -169,6 +169,22 @@ impl<'a> StateView<'a> {
         *self.step
     }
 
+    /// The first moment `m`, to write in place.
+    pub fn exp_avg_mut(&mut self) -> &mut [f32] {
+        self.exp_avg
+    }
+
+    /// The second moment `v`, to write in place.
+    pub fn exp_avg_sq_mut(&mut self) -> &mut [f32] {
+        self.exp_avg_sq
+    }
+
+    /// The number of steps already taken, to set (0 makes the next step
+    /// the first, which only records `v`).
+    pub fn step_mut(&mut self) -> &mut u64 {
+        self.step
+    }
+
     /// Reborrows the view for a shorter lifetime.
     pub fn reborrow(&mut self) -> StateView<'_> {
         StateView {

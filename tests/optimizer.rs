@@ -390,3 +390,102 @@ fn named_params_and_groups_are_reported() {
     assert_eq!((opt.group_count(), opt.param_count()), (1, 1));
     assert_eq!(opt.hyper(g).unwrap().lr, 1e-3);
 }
+
+#[test]
+fn set_state_and_state_mut_continue_a_trajectory_in_place() {
+    // Two steps in one optimizer against: one step, the state copied out
+    // through `state`, installed in another optimizer with `set_state`,
+    // then the second step there.
+    let hyper = Hyper {
+        lr: 0.01,
+        ..Hyper::default()
+    };
+    let (g1, g2) = ([0.5_f32, -1.0, 2.0], [0.25_f32, 1.0, -3.0]);
+    let mut whole = Adopt::new();
+    let wg = whole.add_group(hyper).unwrap();
+    let wid = whole.add_param(wg, 3, None).unwrap();
+    let mut wp = [1.0_f32, 2.0, 3.0];
+    for g in [&g1, &g2] {
+        whole
+            .step(&mut [Item {
+                id: wid,
+                params: &mut wp,
+                grads: Some(g),
+            }])
+            .unwrap();
+    }
+
+    let mut first = Adopt::new();
+    let fg = first.add_group(hyper).unwrap();
+    let fid = first.add_param(fg, 3, None).unwrap();
+    let mut p = [1.0_f32, 2.0, 3.0];
+    first
+        .step(&mut [Item {
+            id: fid,
+            params: &mut p,
+            grads: Some(&g1),
+        }])
+        .unwrap();
+    let saved = first.state(fid).unwrap().unwrap().clone();
+
+    let mut second = Adopt::new();
+    let sg = second.add_group(hyper).unwrap();
+    let sid = second.add_param(sg, 3, None).unwrap();
+    assert!(second.state_mut(sid).unwrap().is_none());
+    second.set_state(sid, State::new(3)).unwrap();
+    let mut view = second.state_mut(sid).unwrap().unwrap();
+    let address = view.exp_avg_sq_mut().as_ptr();
+    view.exp_avg_mut().copy_from_slice(saved.exp_avg());
+    view.exp_avg_sq_mut().copy_from_slice(saved.exp_avg_sq());
+    *view.step_mut() = saved.step();
+    second
+        .step(&mut [Item {
+            id: sid,
+            params: &mut p,
+            grads: Some(&g2),
+        }])
+        .unwrap();
+    assert_same_bits(&p, &wp, "params");
+    let state = second.state(sid).unwrap().unwrap();
+    assert_eq!(state, whole.state(wid).unwrap().unwrap());
+    assert_eq!(
+        state.exp_avg_sq().as_ptr(),
+        address,
+        "the step kept the buffer"
+    );
+}
+
+#[test]
+fn set_state_refuses_wrong_lanes_and_unknown_ids_changing_nothing() {
+    let mut opt = Adopt::new();
+    let g = opt.add_group(Hyper::default()).unwrap();
+    let id = opt.add_param(g, 3, None).unwrap();
+    opt.set_state(id, State::from_parts(vec![1.0; 3], vec![2.0; 3], 4))
+        .unwrap();
+    let before = opt.save().unwrap();
+    assert_eq!(
+        opt.set_state(id, State::from_parts(vec![0.0; 2], vec![0.0; 3], 0)),
+        Err(Error::LengthMismatch {
+            buffer: Buffer::ExpAvg,
+            expected: 3,
+            got: 2
+        })
+    );
+    assert_eq!(
+        opt.set_state(id, State::from_parts(vec![0.0; 3], vec![0.0; 4], 0)),
+        Err(Error::LengthMismatch {
+            buffer: Buffer::ExpAvgSq,
+            expected: 3,
+            got: 4
+        })
+    );
+    assert_eq!(
+        opt.set_state(ParamId(1), State::new(3)),
+        Err(Error::UnknownParam(ParamId(1)))
+    );
+    assert!(matches!(
+        opt.state_mut(ParamId(1)),
+        Err(Error::UnknownParam(ParamId(1)))
+    ));
+    assert_eq!(opt.save().unwrap(), before);
+}
