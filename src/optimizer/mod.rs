@@ -275,6 +275,77 @@ impl Adopt {
         }
     }
 
+    /// The state of a parameter with f32 moments and no master copy, to
+    /// read and write in place: its moments and step count (`None` before
+    /// its first gradient, unless [`set_state`](Adopt::set_state) gave it
+    /// one). Other layouts: [`param_state_mut`](Adopt::param_state_mut)
+    /// (this returns [`Error::LayoutMismatch`] for them).
+    ///
+    /// A state's buffers keep their address for as long as the state
+    /// lives (until [`set_state`](Adopt::set_state), a checkpoint load or
+    /// the optimizer's end replaces it), so a wrapper can lend views of
+    /// them to another language between steps.
+    ///
+    /// ```
+    /// use adopt::{Adopt, Hyper, Item, State};
+    /// let mut opt = Adopt::new();
+    /// let g = opt.add_group(Hyper::default())?;
+    /// let id = opt.add_param(g, 2, None)?;
+    /// opt.set_state(id, State::new(2))?;
+    /// let mut state = opt.state_mut(id)?.expect("set above");
+    /// state.exp_avg_sq_mut().copy_from_slice(&[4.0, 9.0]);
+    /// *state.step_mut() = 1;
+    /// let mut p = [1.0_f32, 1.0];
+    /// opt.step(&mut [Item { id, params: &mut p, grads: Some(&[2.0, 3.0]) }])?;
+    /// assert_eq!(opt.state(id)?.map(|s| s.step()), Some(2));
+    /// assert!(p[0] < 1.0); // the second step moves
+    /// # Ok::<(), adopt::Error>(())
+    /// ```
+    pub fn state_mut(&mut self, id: ParamId) -> Result<Option<crate::StateView<'_>>, Error> {
+        let i = self.param_index(id)?;
+        match &mut self.params[i].state {
+            None => Ok(None),
+            Some(Stored::Plain(state)) => Ok(Some(state.view_mut())),
+            Some(_) => Err(Error::LayoutMismatch {
+                param: id,
+                reason: "its state is not f32 moments alone: write it with param_state_mut",
+            }),
+        }
+    }
+
+    /// Gives a parameter with f32 moments and no master copy a state
+    /// (another framework's, or one saved elsewhere), replacing any it had.
+    /// Both moments must have the lanes the parameter was registered with
+    /// ([`Error::LengthMismatch`] otherwise); other layouts get
+    /// [`Error::LayoutMismatch`] (use [`init_state`](Adopt::init_state) and
+    /// [`param_state_mut`](Adopt::param_state_mut)). On error nothing
+    /// changes.
+    pub fn set_state(&mut self, id: ParamId, state: State) -> Result<(), Error> {
+        let i = self.param_index(id)?;
+        let p = &mut self.params[i];
+        if !Stored::plain_for(&p.layout) {
+            return Err(Error::LayoutMismatch {
+                param: id,
+                reason: "its state is not f32 moments alone: use init_state and param_state_mut",
+            });
+        }
+        let lanes = p.lanes();
+        for (buffer, got) in [
+            (Buffer::ExpAvg, state.exp_avg().len()),
+            (Buffer::ExpAvgSq, state.exp_avg_sq().len()),
+        ] {
+            if got != lanes {
+                return Err(Error::LengthMismatch {
+                    buffer,
+                    expected: lanes,
+                    got,
+                });
+            }
+        }
+        p.state = Some(Stored::Plain(state));
+        Ok(())
+    }
+
     /// A parameter's state in its layout's storage, `None` before its first
     /// gradient.
     ///
