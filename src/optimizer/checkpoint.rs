@@ -581,6 +581,7 @@ fn write_lanes(w: &mut Writer, lanes: Lanes<'_>) {
 
 /// The lanes of `dtype` the bytes hold.
 fn buf(dtype: Dtype, bytes: &[u8]) -> Buf {
+    #[cfg(feature = "half")]
     let halves = || {
         bytes
             .chunks_exact(2)
@@ -591,10 +592,7 @@ fn buf(dtype: Dtype, bytes: &[u8]) -> Buf {
         Dtype::Bf16 => Buf::Bf16(halves().map(half::bf16::from_bits).collect()),
         #[cfg(feature = "half")]
         Dtype::F16 => Buf::F16(halves().map(half::f16::from_bits).collect()),
-        _ => {
-            let _ = halves;
-            Buf::F32(f32s(bytes))
-        }
+        _ => Buf::F32(f32s(bytes)),
     }
 }
 

@@ -184,7 +184,8 @@ unsafe fn jobs<'a, T: StepItem>(
 unsafe fn step_one<T: StepItem>(ctx: Ctx<'_>, item: &mut T, w: Work) {
     // SAFETY: guaranteed by the caller.
     let param = unsafe { ctx.params.get(w.index as usize) };
-    let layout = param.layout;
+    #[cfg_attr(not(feature = "half"), allow(unused_variables))]
+    let rounding = param.layout.rounding_mode();
     let state = param
         .state
         .as_mut()
@@ -223,19 +224,12 @@ unsafe fn step_one<T: StepItem>(ctx: Ctx<'_>, item: &mut T, w: Work) {
                 }
                 #[cfg(feature = "half")]
                 (p, g, m, v, None) => {
-                    crate::precision::step_lanes(ctx.kernel, p, g, m, v, k, layout.rounding_mode())
+                    crate::precision::step_lanes(ctx.kernel, p, g, m, v, k, rounding)
                 }
                 #[cfg(feature = "half")]
-                (p, g, m, v, Some(master)) => crate::precision::step_master_lanes(
-                    ctx.kernel,
-                    master,
-                    p,
-                    g,
-                    m,
-                    v,
-                    k,
-                    layout.rounding_mode(),
-                ),
+                (p, g, m, v, Some(master)) => {
+                    crate::precision::step_master_lanes(ctx.kernel, master, p, g, m, v, k, rounding)
+                }
                 #[cfg(not(feature = "half"))]
                 _ => unreachable!("only f32 layouts exist without the half feature"),
             }
@@ -243,5 +237,4 @@ unsafe fn step_one<T: StepItem>(ctx: Ctx<'_>, item: &mut T, w: Work) {
         }
         _ => unreachable!("validated: the item's gradient fits its layout"),
     }
-    let _ = layout;
 }
