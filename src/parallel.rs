@@ -1,28 +1,54 @@
 //! Splitting work across the rayon pool: the only module that names rayon.
 //!
 //! The step is elementwise, so any split gives results bit-identical to a
-//! serial step: each lane sees the same operations whichever chunk holds it
+//! serial step: each lane sees the same operations whichever piece holds it
 //! (the kernels' tail path runs the body's arithmetic on padded lanes), and
-//! stochastic rounding draws its bits from the lane's index in the whole
-//! tensor, which every chunk is told.
+//! stochastic rounding draws each lane's random bits from its index in the
+//! whole tensor.
+//!
+//! A large buffer is cut in halves, recursively, down to pieces of about
+//! `PIECE` lanes, each half a rayon task that an idle thread can steal:
+//! on a shared host, where a thread can lose its core for a while, this
+//! balanced better than one contiguous piece per thread as
+//! `at::parallel_for` cuts (measured by `benches/ceilings.rs`; see
+//! BENCHMARKS.md).
 
 use crate::hyper::StepConstants;
 use crate::kernel::Kernel;
+#[cfg(feature = "half")]
+use crate::kernel::generic::{Params, Storage};
 
 /// Below this many lanes a step stays on the calling thread: a rayon
 /// fork/join costs more than it saves (measured in `benches/step.rs`; see
 /// BENCHMARKS.md).
 pub const PARALLEL_THRESHOLD: usize = 1 << 17;
 
-/// Lanes per parallel task at least: large enough to amortise a task.
+/// Pieces start at multiples of this many lanes: whole vectors of every
+/// kernel and whole cache lines of f32 and 16-bit lanes.
 #[cfg(feature = "rayon")]
-const MIN_CHUNK: usize = 1 << 14;
+const ALIGN: usize = 64;
 
-/// Chunks start at multiples of this many lanes: every kernel's vector
-/// width divides it, and so does the half-precision block (512 lanes, which
-/// keeps stochastic rounding's per-block keys whole).
+/// Lanes per piece of a parallel step, about: large enough to amortise a
+/// task, small enough to balance threads that run at different speeds.
 #[cfg(feature = "rayon")]
-const CHUNK_ALIGN: usize = 512;
+const PIECE: usize = 1 << 15;
+
+/// The number of pieces to cut a buffer of `lanes` lanes into: 1 (serial)
+/// for small buffers or a one-thread pool.
+#[inline]
+fn pieces(lanes: usize) -> usize {
+    #[cfg(feature = "rayon")]
+    if worth_splitting(lanes) {
+        return lanes.div_ceil(PIECE);
+    }
+    let _ = lanes;
+    1
+}
+
+/// Lanes of work per chunk of tasks at least: large enough to amortise a
+/// task.
+#[cfg(feature = "rayon")]
+const MIN_TASK_CHUNK: usize = 1 << 14;
 
 /// The threads of the current pool (1 without the `rayon` feature).
 #[inline]
@@ -41,7 +67,7 @@ pub(crate) fn threads() -> usize {
 /// Whether work of `lanes` lanes is worth splitting across the pool.
 /// Small work never touches the pool (not even to count its threads).
 #[inline]
-#[cfg_attr(not(feature = "alloc"), allow(dead_code))] // the optimizer's and the sparse step's
+#[cfg_attr(not(any(feature = "rayon", feature = "alloc")), allow(dead_code))]
 pub(crate) fn worth_splitting(lanes: usize) -> bool {
     lanes >= PARALLEL_THRESHOLD && threads() > 1
 }
@@ -66,69 +92,8 @@ where
     }
 }
 
-/// The lanes of each task when `lanes` lanes are split: a few tasks per
-/// thread balance load without many tasks.
-#[cfg(feature = "rayon")]
-fn chunk_len(lanes: usize) -> usize {
-    lanes
-        .div_ceil(4 * threads())
-        .next_multiple_of(CHUNK_ALIGN)
-        .max(MIN_CHUNK)
-}
-
-/// Calls `f(first_lane, p, g, m, v)` on equal-length chunks of four
-/// equal-length buffers of any lane types, across the pool when the buffers
-/// are large (else once, on this thread, with `first_lane` 0).
-pub(crate) fn for_each_chunk<P, G, M, V>(
-    p: &mut [P],
-    g: &[G],
-    m: &mut [M],
-    v: &mut [V],
-    f: impl Fn(usize, &mut [P], &[G], &mut [M], &mut [V]) + Sync + Send,
-) where
-    P: Send,
-    G: Sync,
-    M: Send,
-    V: Send,
-{
-    #[cfg(feature = "rayon")]
-    if worth_splitting(p.len()) {
-        use rayon::prelude::*;
-        let chunk = chunk_len(p.len());
-        p.par_chunks_mut(chunk)
-            .zip(g.par_chunks(chunk))
-            .zip(m.par_chunks_mut(chunk))
-            .zip(v.par_chunks_mut(chunk))
-            .enumerate()
-            .for_each(|(i, (((p, g), m), v))| f(i * chunk, p, g, m, v));
-        return;
-    }
-    f(0, p, g, m, v)
-}
-
-/// Calls `f(first_lane, a, b)` on equal-length chunks of two equal-length
-/// buffers, across the pool when they are large.
-#[cfg(feature = "half")]
-pub(crate) fn for_each_chunk_pair<A: Sync, B: Send>(
-    a: &[A],
-    b: &mut [B],
-    f: impl Fn(usize, &[A], &mut [B]) + Sync + Send,
-) {
-    #[cfg(feature = "rayon")]
-    if worth_splitting(a.len()) {
-        use rayon::prelude::*;
-        let chunk = chunk_len(a.len());
-        a.par_chunks(chunk)
-            .zip(b.par_chunks_mut(chunk))
-            .enumerate()
-            .for_each(|(i, (a, b))| f(i * chunk, a, b));
-        return;
-    }
-    f(0, a, b)
-}
-
-/// Calls `f` on chunks of `tasks` of about `min_lanes` lanes of work each
-/// (`lanes_per_task` each), across the pool when the work is large.
+/// Calls `f` on chunks of `tasks` (`lanes_per_task` lanes of work each),
+/// a few chunks per thread, across the pool when the work is large.
 #[cfg_attr(not(feature = "alloc"), allow(dead_code))] // the optimizer's and the sparse step's
 pub(crate) fn for_each_task_chunk<T: Sync>(
     tasks: &[T],
@@ -140,13 +105,73 @@ pub(crate) fn for_each_task_chunk<T: Sync>(
         let lanes = tasks.len().saturating_mul(lanes_per_task);
         if worth_splitting(lanes) {
             use rayon::prelude::*;
-            let per = chunk_len(lanes).div_ceil(lanes_per_task.max(1)).max(1);
+            // A few tasks per thread balance load without many tasks.
+            let chunk = lanes.div_ceil(4 * threads()).max(MIN_TASK_CHUNK);
+            let per = chunk.div_ceil(lanes_per_task.max(1)).max(1);
             tasks.par_chunks(per).for_each(f);
             return;
         }
     }
     let _ = lanes_per_task;
     f(tasks)
+}
+
+/// Work that can be cut at a lane.
+#[cfg_attr(not(feature = "rayon"), allow(dead_code))]
+trait Work: Sized + Send {
+    fn lanes(&self) -> usize;
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+/// Runs `f` over `pieces` contiguous pieces of `work`, in parallel, and
+/// adds up what they return.
+fn split<W: Work, F: Fn(W) -> u64 + Sync>(work: W, pieces: usize, f: &F) -> u64 {
+    #[cfg(feature = "rayon")]
+    if pieces > 1 {
+        let left = pieces / 2;
+        let lanes = work.lanes();
+        let mid = (lanes / pieces * left).next_multiple_of(ALIGN).min(lanes);
+        let (a, b) = work.split_at(mid);
+        let (x, y) = rayon::join(|| split(a, left, f), || split(b, pieces - left, f));
+        return x + y;
+    }
+    let _ = pieces;
+    f(work)
+}
+
+/// The four f32 buffers of a step.
+struct F32<'a> {
+    p: &'a mut [f32],
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+impl Work for F32<'_> {
+    fn lanes(&self) -> usize {
+        self.p.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (p0, p1) = self.p.split_at_mut(mid);
+        let (g0, g1) = self.g.split_at(mid);
+        let (m0, m1) = self.m.split_at_mut(mid);
+        let (v0, v1) = self.v.split_at_mut(mid);
+        let a = F32 {
+            p: p0,
+            g: g0,
+            m: m0,
+            v: v0,
+        };
+        (
+            a,
+            F32 {
+                p: p1,
+                g: g1,
+                m: m1,
+                v: v1,
+            },
+        )
+    }
 }
 
 /// Steps equal-length slices with `kernel`, across the current rayon pool
@@ -160,7 +185,157 @@ pub(crate) fn run(
     v: &mut [f32],
     k: &StepConstants,
 ) {
-    for_each_chunk(p, g, m, v, |_, p, g, m, v| kernel.run(p, g, m, v, k));
+    let pieces = pieces(p.len());
+    if pieces <= 1 {
+        return kernel.run(p, g, m, v, k);
+    }
+    split(F32 { p, g, m, v }, pieces, &|b: F32<'_>| {
+        kernel.run(b.p, b.g, b.m, b.v, k);
+        0
+    });
+}
+
+/// The caution-mask count of equal-length slices, across the pool when large.
+pub(crate) fn count(
+    kernel: Kernel,
+    p: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    k: &StepConstants,
+) -> u64 {
+    let pieces = pieces(p.len());
+    if pieces <= 1 {
+        return kernel.count(p, g, m, v, k);
+    }
+    split(Read { p, g, m, v }, pieces, &|b: Read<
+        '_,
+        f32,
+        f32,
+        f32,
+        f32,
+    >| {
+        kernel.count(b.p, b.g, b.m, b.v, k)
+    })
+}
+
+/// Four read-only buffers of any storage.
+struct Read<'a, P, G, M, W> {
+    p: &'a [P],
+    g: &'a [G],
+    m: &'a [M],
+    v: &'a [W],
+}
+
+impl<P: Sync, G: Sync, M: Sync, W: Sync> Work for Read<'_, P, G, M, W> {
+    fn lanes(&self) -> usize {
+        self.p.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (p0, p1) = self.p.split_at(mid);
+        let (g0, g1) = self.g.split_at(mid);
+        let (m0, m1) = self.m.split_at(mid);
+        let (v0, v1) = self.v.split_at(mid);
+        let a = Read {
+            p: p0,
+            g: g0,
+            m: m0,
+            v: v0,
+        };
+        (
+            a,
+            Read {
+                p: p1,
+                g: g1,
+                m: m1,
+                v: v1,
+            },
+        )
+    }
+}
+
+/// A typed step's buffers.
+#[cfg(feature = "half")]
+struct Typed<'a, X, G, M, W> {
+    out: X,
+    g: &'a [G],
+    m: &'a mut [M],
+    v: &'a mut [W],
+}
+
+#[cfg(feature = "half")]
+impl<X: Params + Send, G: Storage, M: Storage, W: Storage> Work for Typed<'_, X, G, M, W> {
+    fn lanes(&self) -> usize {
+        self.g.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (o0, o1) = self.out.split_at(mid);
+        let (g0, g1) = self.g.split_at(mid);
+        let (m0, m1) = self.m.split_at_mut(mid);
+        let (v0, v1) = self.v.split_at_mut(mid);
+        let a = Typed {
+            out: o0,
+            g: g0,
+            m: m0,
+            v: v0,
+        };
+        (
+            a,
+            Typed {
+                out: o1,
+                g: g1,
+                m: m1,
+                v: v1,
+            },
+        )
+    }
+}
+
+/// Steps equal-length buffers of any storage with `kernel`, across the
+/// pool when large.
+#[cfg(feature = "half")]
+pub(crate) fn run_typed<X: Params + Send, G: Storage, M: Storage, W: Storage>(
+    kernel: Kernel,
+    out: X,
+    g: &[G],
+    m: &mut [M],
+    v: &mut [W],
+    k: &StepConstants,
+) {
+    let pieces = pieces(g.len());
+    if pieces <= 1 {
+        return kernel.run_typed(out, g, m, v, k);
+    }
+    split(Typed { out, g, m, v }, pieces, &|b: Typed<
+        '_,
+        X,
+        G,
+        M,
+        W,
+    >| {
+        kernel.run_typed(b.out, b.g, b.m, b.v, k);
+        0
+    });
+}
+
+/// The caution count of equal-length buffers of any storage, across the
+/// pool when large.
+#[cfg(feature = "half")]
+pub(crate) fn count_typed<P: Storage, G: Storage, M: Storage, W: Storage>(
+    kernel: Kernel,
+    p: &[P],
+    g: &[G],
+    m: &[M],
+    v: &[W],
+    k: &StepConstants,
+) -> u64 {
+    let pieces = pieces(p.len());
+    if pieces <= 1 {
+        return kernel.count_typed(p, g, m, v, k);
+    }
+    split(Read { p, g, m, v }, pieces, &|b: Read<'_, P, G, M, W>| {
+        kernel.count_typed(b.p, b.g, b.m, b.v, k)
+    })
 }
 
 /// Whether a chunk holds a NaN or ±inf, branch-free so it vectorises.
@@ -180,28 +355,4 @@ pub(crate) fn any_nonfinite(grads: &[f32]) -> bool {
         return grads.par_chunks(CHUNK).any(chunk_nonfinite);
     }
     grads.chunks(CHUNK).any(chunk_nonfinite)
-}
-
-/// The caution-mask count of equal-length slices, across the pool when large.
-pub(crate) fn count(
-    kernel: Kernel,
-    p: &[f32],
-    g: &[f32],
-    m: &[f32],
-    v: &[f32],
-    k: &StepConstants,
-) -> u64 {
-    #[cfg(feature = "rayon")]
-    if worth_splitting(p.len()) {
-        use rayon::prelude::*;
-        let chunk = chunk_len(p.len());
-        return p
-            .par_chunks(chunk)
-            .zip(g.par_chunks(chunk))
-            .zip(m.par_chunks(chunk))
-            .zip(v.par_chunks(chunk))
-            .map(|(((p, g), m), v)| kernel.count(p, g, m, v, k))
-            .sum();
-    }
-    kernel.count(p, g, m, v, k)
 }

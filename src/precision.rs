@@ -5,11 +5,14 @@
 //! parameters.
 //!
 //! Arithmetic is always f32 and identical to the f32 step: each lane is
-//! loaded, widened exactly to f32, stepped by the same kernel, and rounded
-//! back to its storage type to nearest, ties to even, or (bf16 parameters,
-//! on request) stochastically. Work goes in blocks of [`BLOCK`] lanes through
-//! stack buffers, split across the rayon pool for large buffers; results do
-//! not depend on the split.
+//! loaded, widened exactly to f32, stepped by the same kernel body, and
+//! rounded back to its storage type to nearest, ties to even, or (bf16
+//! parameters, on request) stochastically. The kernels load and store the
+//! half-precision lanes in registers (AVX2 and AVX-512: shifts for bf16,
+//! `vcvtph2ps`/`vcvtps2ph` for f16; other kernels convert lane by lane), so
+//! a step reads and writes each buffer once. Large buffers are split
+//! across the rayon pool; results do not depend on the split.
+
 //!
 //! Bytes moved per lane by a step (reads + writes):
 //!
@@ -43,18 +46,24 @@
 use crate::error::{Buffer, Error};
 use crate::hyper::{Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
+use crate::kernel::generic::{self, Master, Plain, Round};
+#[cfg(feature = "alloc")]
 use crate::lanes::{Lanes, LanesMut};
-use crate::parallel;
 use crate::prepare;
 use crate::state::StateView;
 use half::{bf16, f16};
 
-/// Lanes converted per block (stack buffers of 4 × 512 f32).
+/// Lanes per block of the conversions earlier versions staged through
+/// f32 buffers; the step no longer stages anything (kept for callers that
+/// named it).
 #[doc(hidden)]
 pub const BLOCK: usize = 512;
 
 mod sealed {
-    pub trait Sealed {}
+    /// The kernels' storage types: a lane type is one the kernels load
+    /// and store in registers.
+    #[allow(private_bounds)]
+    pub trait Sealed: crate::kernel::generic::Storage {}
     impl Sealed for f32 {}
     impl Sealed for half::bf16 {}
     impl Sealed for half::f16 {}
@@ -170,34 +179,26 @@ impl Lane for f32 {
     }
 }
 
-// The bf16 conversions are written out as bit operations, which the
-// compiler vectorises (inside `Kernel::within`, for the kernel's
-// instruction set), rather than called per lane from `half`.
+// The bf16 conversions are bit operations (the kernels run the same ones
+// in registers).
 impl Lane for bf16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
-        f32::from_bits((self.to_bits() as u32) << 16)
+        generic::bf16_to_f32(self.to_bits())
     }
     /// To nearest, ties to even; NaN stays NaN (quieted), as `half` rounds.
     #[inline(always)]
     fn from_f32(x: f32) -> Self {
-        let bits = x.to_bits();
-        let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
-        let nan = (bits >> 16) as u16 | 0x0040;
-        bf16::from_bits(if x.is_nan() { nan } else { rounded as u16 })
+        bf16::from_bits(generic::bf16_nearest(x))
     }
     /// Adds 16 random bits below the bf16 mantissa and truncates: rounds up
     /// with probability equal to the discarded fraction, so the rounding is
-    /// unbiased. NaN and ±inf round as to nearest.
+    /// unbiased. NaN and ±inf round as to nearest; a carry into the
+    /// exponent rounds up to the next binade, or to inf past the largest
+    /// bf16, as rounding up should.
     #[inline(always)]
     fn from_f32_stochastic(x: f32, random: u16) -> Self {
-        if !x.is_finite() {
-            return <bf16 as Lane>::from_f32(x);
-        }
-        let bits = x.to_bits().wrapping_add(random as u32);
-        // A carry into the exponent rounds up to the next binade, or to inf
-        // past the largest bf16, as rounding up should.
-        bf16::from_bits((bits >> 16) as u16)
+        bf16::from_bits(generic::bf16_stochastic(x, random))
     }
 }
 
@@ -226,78 +227,37 @@ impl Lane for f16 {
 
 pub use crate::lanes::Rounding;
 
-/// The key of a random stream: SplitMix64 of (seed, step, the high half of
-/// the lane index), computed once per block.
-fn stream_key(seed: u64, step: u64, lane_hi: u64) -> u32 {
-    let mut z = seed
-        ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ lane_hi.wrapping_mul(0xd1b5_4a32_d192_ed03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as u32
-}
+// Inside the crate, one typed step: `step_typed` steps one buffer of any
+// storage mix with given `StepConstants` (validated, the caution scale
+// already set), and `step_master_typed` the same with an f32 master copy;
+// both take the index of the buffer's first lane in its whole tensor, so
+// that a shard's stochastic rounding draws the bits the whole tensor's step
+// would. `caution_count_typed` is the caution pre-pass over the same
+// buffers. The public functions (`adopt_step_half`, `adopt_step_master`)
+// are these with validation; the optimizer can call them for any layout.
 
-/// 16 random bits for a lane of a stream: a 32-bit integer hash (a
-/// bijection, so distinct lanes of a stream never share an input) of the
-/// low half of the lane index and the key. 32-bit multiplies vectorise.
-#[inline(always)]
-fn lane_bits(key: u32, lane_lo: u32) -> u16 {
-    let mut x = lane_lo ^ key;
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    (x >> 16) as u16
-}
-
-/// Rounds `src` into `dst` stochastically, lanes numbered from `first_lane`
-/// (a multiple of [`BLOCK`]): each lane's random bits depend only on
-/// `(seed, step, lane)`.
-#[inline(always)]
-fn round_stochastic<P: Lane>(src: &[f32], dst: &mut [P], seed: u64, step: u64, first_lane: u64) {
-    for (b, (dst, src)) in dst.chunks_mut(BLOCK).zip(src.chunks(BLOCK)).enumerate() {
-        // BLOCK divides 2^32, so a block never straddles a change of the
-        // high half of the lane index.
-        let lane = first_lane + (b * BLOCK) as u64;
-        let key = stream_key(seed, step, lane >> 32);
-        let lo = lane as u32;
-        for (i, (d, &x)) in dst.iter_mut().zip(src).enumerate() {
-            *d = P::from_f32_stochastic(x, lane_bits(key, lo.wrapping_add(i as u32)));
-        }
+/// The kernels' rounding of parameters.
+fn round(rounding: Rounding) -> Round {
+    match rounding {
+        Rounding::NearestEven => Round::Nearest,
+        Rounding::Stochastic { seed } => Round::Stochastic { seed },
     }
 }
 
-/// One block of the four buffers, as the chunk iterators yield it.
-type BlockOf<'a, P, G, M, V> = ((&'a mut [P], &'a [G]), (&'a mut [M], &'a mut [V]));
-
-/// f32 scratch for one block of each buffer.
-type Scratch = [[f32; BLOCK]; 4];
-
-/// Steps a run of consecutive blocks starting at lane `first_lane`: widen,
-/// step with the kernel, round back, block by block, inside the kernel's
-/// instruction set.
-fn step_blocks<'a, P: Lane, G: Lane, M: Lane, V: Lane>(
-    kernel: Kernel,
-    blocks: impl Iterator<Item = (usize, BlockOf<'a, P, G, M, V>)>,
-    k: &StepConstants,
-    rounding: Rounding,
-    buf: &mut Scratch,
-) {
-    kernel.within(
-        #[inline(always)]
-        || {
-            for (i, ((p, g), (m, v))) in blocks {
-                step_block(kernel, p, g, m, v, k, rounding, (i * BLOCK) as u64, buf);
-            }
-        },
-    )
-}
-
-/// One block: widen, step with the kernel, round back.
+/// One step of one buffer of any storage mix, with constants `k` already
+/// validated and derived (the caution scale included, see
+/// [`caution_count_typed`]): parameters `P`, gradients `G` and first
+/// moment `M` in `f32`, `bf16` or `f16`, second moment `V` in `f32` or
+/// `bf16`, each lane widened to f32, stepped by `kernel`'s body and rounded
+/// back (the parameters as `rounding` says), across the rayon pool when
+/// large. `first_lane` is the index of `p[0]` in the whole tensor: a shard
+/// stepped on its own draws the same stochastic-rounding bits as the whole
+/// tensor's step.
+///
+/// The buffers have equal lengths (validated by the caller; a mismatch
+/// panics). Writes every buffer; the step count is the caller's.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn step_block<P: Lane, G: Lane, M: Lane, V: Lane>(
+pub(crate) fn step_typed<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     kernel: Kernel,
     p: &mut [P],
     g: &[G],
@@ -306,30 +266,45 @@ fn step_block<P: Lane, G: Lane, M: Lane, V: Lane>(
     k: &StepConstants,
     rounding: Rounding,
     first_lane: u64,
-    buf: &mut Scratch,
 ) {
-    let n = p.len();
-    let [bp, bg, bm, bv] = buf;
-    let (bp, bg, bm, bv) = (&mut bp[..n], &mut bg[..n], &mut bm[..n], &mut bv[..n]);
-    kernel.run(
-        P::view_mut(p, bp),
-        G::view(g, bg),
-        M::view_mut(m, bm),
-        V::view_mut(v, bv),
-        k,
-    );
-    match rounding {
-        Rounding::Stochastic { seed } if !P::IS_F32 => {
-            round_stochastic(bp, p, seed, k.step, first_lane)
-        }
-        _ => P::write_back(p, bp),
-    }
-    M::write_back(m, bm);
-    V::write_back(v, bv);
+    let out = Plain {
+        p,
+        round: round(rounding),
+        first_lane,
+    };
+    crate::parallel::run_typed(kernel, out, g, m, v, k);
 }
 
-/// The caution count over all blocks.
-fn count_blocks<P: Lane, G: Lane, M: Lane, V: Lane>(
+/// [`step_typed`] with an f32 master copy: `master` is stepped in place
+/// (rounded to f32, so exactly the f32 step of the widened gradients), and
+/// `params` (of `master`'s length) receives every new master value rounded
+/// as `rounding` says, in the same pass, on every step including the
+/// first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn step_master_typed<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
+    kernel: Kernel,
+    master: &mut [f32],
+    params: &mut [P],
+    g: &[G],
+    m: &mut [M],
+    v: &mut [V],
+    k: &StepConstants,
+    rounding: Rounding,
+    first_lane: u64,
+) {
+    let out = Master {
+        master,
+        copy: params,
+        round: round(rounding),
+        first_lane,
+    };
+    crate::parallel::run_typed(kernel, out, g, m, v, k);
+}
+
+/// The caution pre-pass of [`step_typed`]: how many lanes pass the mask,
+/// reading the buffers only. With `k.step > 0` and cautious masking, the
+/// caller sets `k.caution_scale` from it (see [`CautionMask::scale`](crate::CautionMask::scale)).
+pub(crate) fn caution_count_typed<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     kernel: Kernel,
     p: &[P],
     g: &[G],
@@ -337,57 +312,10 @@ fn count_blocks<P: Lane, G: Lane, M: Lane, V: Lane>(
     v: &[V],
     k: &StepConstants,
 ) -> u64 {
-    let mut buf = [[0.0_f32; BLOCK]; 4];
-    kernel.within(
-        #[inline(always)]
-        || {
-            let mut count = 0;
-            for (((p, g), m), v) in p
-                .chunks(BLOCK)
-                .zip(g.chunks(BLOCK))
-                .zip(m.chunks(BLOCK))
-                .zip(v.chunks(BLOCK))
-            {
-                let n = p.len();
-                let [bp, bg, bm, bv] = &mut buf;
-                count += kernel.count(
-                    P::view(p, &mut bp[..n]),
-                    G::view(g, &mut bg[..n]),
-                    M::view(m, &mut bm[..n]),
-                    V::view(v, &mut bv[..n]),
-                    k,
-                );
-            }
-            count
-        },
-    )
+    crate::parallel::count_typed(kernel, p, g, m, v, k)
 }
 
-/// One buffer (or a chunk of one whose first lane is lane `first_lane` of
-/// its tensor) of any storage mix, stepped on this thread with validated
-/// constants: widen, step with the kernel, round back, block by block.
-/// `first_lane` numbers the lanes for stochastic rounding.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn step_typed<P: Lane, G: Lane, M: Lane, V: Lane>(
-    kernel: Kernel,
-    p: &mut [P],
-    g: &[G],
-    m: &mut [M],
-    v: &mut [V],
-    k: &StepConstants,
-    rounding: Rounding,
-    first_lane: u64,
-) {
-    debug_assert!(first_lane.is_multiple_of(BLOCK as u64));
-    let blocks = p
-        .chunks_mut(BLOCK)
-        .zip(g.chunks(BLOCK))
-        .zip(m.chunks_mut(BLOCK).zip(v.chunks_mut(BLOCK)))
-        .enumerate()
-        .map(|(i, b)| (first_lane as usize / BLOCK + i, b));
-    step_blocks(kernel, blocks, k, rounding, &mut [[0.0_f32; BLOCK]; 4]);
-}
-
+#[cfg(feature = "alloc")]
 /// Calls `$body` with `$x` bound to the slice inside a [`LanesMut`] (or
 /// [`Lanes`]), whatever its type.
 macro_rules! with_lanes {
@@ -400,6 +328,7 @@ macro_rules! with_lanes {
     };
 }
 
+#[cfg(feature = "alloc")]
 /// [`step_typed`] over whole buffers whose types are known at run time
 /// (the optimizer's layouts), across the pool when large. `v` is f32 or
 /// bf16 (layouts refuse f16).
@@ -412,35 +341,22 @@ pub(crate) fn step_lanes(
     k: &StepConstants,
     rounding: Rounding,
 ) {
-    fn chunks<P: Lane, G: Lane, M: Lane, V: Lane>(
-        kernel: Kernel,
-        p: &mut [P],
-        g: &[G],
-        m: &mut [M],
-        v: &mut [V],
-        k: &StepConstants,
-        rounding: Rounding,
-    ) {
-        parallel::for_each_chunk(p, g, m, v, |first, p, g, m, v| {
-            step_typed(kernel, p, g, m, v, k, rounding, first as u64)
-        });
-    }
     with_lanes!(p, LanesMut, |p| with_lanes!(g, Lanes, |g| with_lanes!(
         m,
         LanesMut,
         |m| match v {
-            LanesMut::F32(v) => chunks(kernel, p, g, m, v, k, rounding),
-            LanesMut::Bf16(v) => chunks(kernel, p, g, m, v, k, rounding),
+            LanesMut::F32(v) => step_typed(kernel, p, g, m, v, k, rounding, 0),
+            LanesMut::Bf16(v) => step_typed(kernel, p, g, m, v, k, rounding, 0),
             LanesMut::F16(_) => unreachable!("layouts refuse an f16 second moment"),
         }
     )))
 }
 
-/// The step of half-precision parameters with an f32 master copy, types
-/// known at run time: the master is stepped as [`step_lanes`] would step
-/// f32 parameters, then the parameters are rounded from it (`k.step`, the
-/// steps taken before, seeds stochastic rounding), as
-/// [`adopt_step_master`] does.
+#[cfg(feature = "alloc")]
+/// [`step_master_typed`] over buffers whose types are known at run time:
+/// the master is stepped as [`step_lanes`] would step f32 parameters and
+/// the parameters rounded from it in the same pass (`k.step`, the steps
+/// taken before, seeds stochastic rounding), as [`adopt_step_master`] does.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn step_master_lanes(
     kernel: Kernel,
@@ -452,22 +368,18 @@ pub(crate) fn step_master_lanes(
     k: &StepConstants,
     rounding: Rounding,
 ) {
-    step_lanes(
-        kernel,
-        LanesMut::F32(master),
-        g,
+    with_lanes!(p, LanesMut, |p| with_lanes!(g, Lanes, |g| with_lanes!(
         m,
-        v,
-        k,
-        Rounding::NearestEven,
-    );
-    with_lanes!(p, LanesMut, |p| parallel::for_each_chunk_pair(
-        master,
-        p,
-        |first, master, p| round_master(kernel, master, p, rounding, k.step, first as u64)
-    ))
+        LanesMut,
+        |m| match v {
+            LanesMut::F32(v) => step_master_typed(kernel, master, p, g, m, v, k, rounding, 0),
+            LanesMut::Bf16(v) => step_master_typed(kernel, master, p, g, m, v, k, rounding, 0),
+            LanesMut::F16(_) => unreachable!("layouts refuse an f16 second moment"),
+        }
+    )))
 }
 
+#[cfg(feature = "alloc")]
 /// The caution count of buffers whose types are known at run time.
 pub(crate) fn count_lanes(
     kernel: Kernel,
@@ -481,8 +393,8 @@ pub(crate) fn count_lanes(
         m,
         Lanes,
         |m| match v {
-            Lanes::F32(v) => count_blocks(kernel, p, g, m, v, k),
-            Lanes::Bf16(v) => count_blocks(kernel, p, g, m, v, k),
+            Lanes::F32(v) => caution_count_typed(kernel, p, g, m, v, k),
+            Lanes::Bf16(v) => caution_count_typed(kernel, p, g, m, v, k),
             Lanes::F16(_) => unreachable!("layouts refuse an f16 second moment"),
         }
     )))
@@ -490,7 +402,7 @@ pub(crate) fn count_lanes(
 
 /// Validates a half-precision step and applies its cautious pre-pass: the
 /// kernel and the constants, or the error.
-fn prepare_half<P: Lane, G: Lane, M: Lane, V: Lane>(
+fn prepare_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     params: &[P],
     grads: &[G],
     exp_avg: &[M],
@@ -502,7 +414,7 @@ fn prepare_half<P: Lane, G: Lane, M: Lane, V: Lane>(
     prepare::lengths(params.len(), grads.len(), exp_avg.len(), exp_avg_sq.len())?;
     let mut k = prepare::constants(step, hyper, Scaling::default())?;
     prepare::caution(&mut k, params.len(), None, |k| {
-        count_blocks(kernel, params, grads, exp_avg, exp_avg_sq, k)
+        caution_count_typed(kernel, params, grads, exp_avg, exp_avg_sq, k)
     });
     Ok((kernel, k))
 }
@@ -525,9 +437,7 @@ pub fn adopt_step_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     rounding: Rounding,
 ) -> Result<(), Error> {
     let (kernel, k) = prepare_half(params, grads, exp_avg, exp_avg_sq, *step, hyper)?;
-    parallel::for_each_chunk(params, grads, exp_avg, exp_avg_sq, |first, p, g, m, v| {
-        step_typed(kernel, p, g, m, v, &k, rounding, first as u64)
-    });
+    step_typed(kernel, params, grads, exp_avg, exp_avg_sq, &k, rounding, 0);
     *step += 1;
     Ok(())
 }
@@ -564,44 +474,244 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
             got: params.len(),
         });
     }
-    let (kernel, k) = prepare_half(
-        master,
-        grads,
-        state.exp_avg,
-        state.exp_avg_sq,
-        *state.step,
-        hyper,
-    )?;
-    parallel::for_each_chunk(
-        master,
-        grads,
-        state.exp_avg,
-        state.exp_avg_sq,
-        |first, p, g, m, v| step_typed(kernel, p, g, m, v, &k, Rounding::NearestEven, first as u64),
-    );
-    round_master(kernel, master, params, rounding, k.step, 0);
+    let (m, v) = (&mut *state.exp_avg, &mut *state.exp_avg_sq);
+    let (kernel, k) = prepare_half(master, grads, m, v, *state.step, hyper)?;
+    step_master_typed(kernel, master, params, grads, m, v, &k, rounding, 0);
     *state.step += 1;
     Ok(())
 }
 
-/// Rounds an f32 master copy into its half-precision parameters (`step`:
-/// the steps taken before this one, for stochastic rounding).
-pub(crate) fn round_master<P: Lane>(
-    kernel: Kernel,
-    master: &[f32],
-    params: &mut [P],
-    rounding: Rounding,
-    step: u64,
-    first_lane: u64,
-) {
-    match rounding {
-        Rounding::NearestEven => kernel.within(
-            #[inline(always)]
-            || P::narrow(master, params),
-        ),
-        Rounding::Stochastic { seed } => kernel.within(
-            #[inline(always)]
-            || round_stochastic(master, params, seed, step, first_lane),
-        ),
+/// The typed step on every kernel this CPU runs against a scalar model:
+/// each lane widened, stepped by `reference::update_lane`, rounded back
+/// (stochastically from the lane's index in the tensor where asked).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hyper::{Caution, CautionMask, WeightDecay};
+    use crate::reference;
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn same<T: Lane>(a: &[T], b: &[T]) -> bool {
+        a.iter().zip(b).all(|(x, y)| {
+            let (x, y) = (x.to_f32(), y.to_f32());
+            x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+        })
+    }
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            4 => -4.0_f32..4.0,
+            1 => prop::sample::select(vec![
+                f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::from_bits(1),
+                f32::MIN_POSITIVE, f32::MAX, 3e30, 1e-30, 65504.0, 65520.0, 1.0, -1.0,
+            ]),
+            1 => any::<u32>().prop_map(f32::from_bits),
+        ]
+    }
+
+    fn hyper() -> impl Strategy<Value = Hyper> {
+        let d = Hyper {
+            lr: 0.1,
+            ..Hyper::default()
+        };
+        prop::sample::select(vec![
+            d,
+            Hyper {
+                maximize: true,
+                weight_decay: WeightDecay::l2(0.5),
+                ..d
+            },
+            Hyper {
+                weight_decay: WeightDecay::Decoupled {
+                    weight_decay: 0.5,
+                    scaling: crate::DecayScaling::Lr,
+                    first_step: true,
+                },
+                nesterov: true,
+                ..d
+            },
+            Hyper {
+                betas: (0.3, 0.5),
+                caution: Caution::Timm,
+                eps: 0.0,
+                ..d
+            },
+            Hyper {
+                caution: Caution::PytorchOptimizer,
+                ..d
+            },
+        ])
+    }
+
+    /// The model of [`step_typed`] (or, with `master`, of
+    /// [`step_master_typed`]) over one buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn model<P: Lane, G: Lane, M: Lane, V: Lane>(
+        master: Option<&mut [f32]>,
+        p: &mut [P],
+        g: &[G],
+        m: &mut [M],
+        v: &mut [V],
+        k: &StepConstants,
+        rounding: Rounding,
+        first_lane: u64,
+    ) {
+        let round = |x: f32, lane: usize| match rounding {
+            Rounding::NearestEven => P::from_f32(x),
+            Rounding::Stochastic { seed } => P::from_f32_stochastic(
+                x,
+                generic::random_bits(seed, k.step, first_lane + lane as u64),
+            ),
+        };
+        let mut master = master;
+        for i in 0..p.len() {
+            let mut pf = match &master {
+                Some(master) => master[i],
+                None => p[i].to_f32(),
+            };
+            let (mut mf, mut vf) = (m[i].to_f32(), v[i].to_f32());
+            let before = pf.to_bits();
+            reference::update_lane(&mut pf, g[i].to_f32(), &mut mf, &mut vf, k);
+            match &mut master {
+                Some(master) => {
+                    master[i] = pf;
+                    p[i] = round(pf, i);
+                }
+                // A lane the step leaves alone keeps its storage bits.
+                None if pf.to_bits() == before => {}
+                None => p[i] = round(pf, i),
+            }
+            if k.step > 0 {
+                m[i] = M::from_f32(mf);
+            }
+            v[i] = V::from_f32(vf);
+        }
+    }
+
+    fn check<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
+        values: &[f32],
+        hyper: &Hyper,
+        step: u64,
+        rounding: Rounding,
+        first_lane: u64,
+        with_master: bool,
+    ) -> Result<(), TestCaseError> {
+        let n = values.len() / 4;
+        let lanes = |j: usize| values[j * n..(j + 1) * n].iter().copied();
+        let p0: Vec<P> = lanes(0).map(P::from_f32).collect();
+        let g: Vec<G> = lanes(1).map(G::from_f32).collect();
+        let m0: Vec<M> = lanes(2).map(M::from_f32).collect();
+        let v0: Vec<V> = lanes(3).map(|x| V::from_f32(x.abs())).collect();
+        let master0: Vec<f32> = lanes(0).collect();
+        let Ok(mut k) = hyper.constants(step) else {
+            return Ok(());
+        };
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            if hyper.caution != Caution::Off && step > 0 {
+                let count = caution_count_typed(kernel, &p0, &g, &m0, &v0, &k);
+                let want = (0..n)
+                    .filter(|&i| {
+                        reference::caution_lane(
+                            p0[i].to_f32(),
+                            g[i].to_f32(),
+                            m0[i].to_f32(),
+                            v0[i].to_f32(),
+                            &k,
+                        )
+                    })
+                    .count() as u64;
+                prop_assert_eq!(count, want, "{} caution count", kernel.name());
+                k.caution_scale = Some(
+                    CautionMask {
+                        count,
+                        lanes: n as u64,
+                    }
+                    .scale(hyper.caution),
+                );
+            }
+            let (mut p, mut m, mut v, mut master) =
+                (p0.clone(), m0.clone(), v0.clone(), master0.clone());
+            let (mut pr, mut mr, mut vr, mut masterr) =
+                (p0.clone(), m0.clone(), v0.clone(), master0.clone());
+            if with_master {
+                step_master_typed(
+                    kernel,
+                    &mut master,
+                    &mut p,
+                    &g,
+                    &mut m,
+                    &mut v,
+                    &k,
+                    rounding,
+                    first_lane,
+                );
+                model(
+                    Some(&mut masterr),
+                    &mut pr,
+                    &g,
+                    &mut mr,
+                    &mut vr,
+                    &k,
+                    rounding,
+                    first_lane,
+                );
+                prop_assert!(same(&master, &masterr), "{} master", kernel.name());
+            } else {
+                step_typed(kernel, &mut p, &g, &mut m, &mut v, &k, rounding, first_lane);
+                model(
+                    None, &mut pr, &g, &mut mr, &mut vr, &k, rounding, first_lane,
+                );
+            }
+            prop_assert!(
+                same(&p, &pr),
+                "{} {} params {:?}\n got {:?}\nwant {:?}\n g {:?}",
+                kernel.name(),
+                core::any::type_name::<(P, G, M, V)>(),
+                k,
+                p.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
+                pr.iter().map(|x| x.to_f32()).collect::<Vec<_>>(),
+                g.iter().map(|x| x.to_f32()).collect::<Vec<_>>()
+            );
+            prop_assert!(same(&m, &mr), "{} exp_avg", kernel.name());
+            prop_assert!(same(&v, &vr), "{} exp_avg_sq", kernel.name());
+        }
+        Ok(())
+    }
+
+    fn run(
+        values: &[f32],
+        hyper: &Hyper,
+        step: u64,
+        rounding: Rounding,
+        first_lane: u64,
+    ) -> Result<(), TestCaseError> {
+        check::<bf16, bf16, bf16, bf16>(values, hyper, step, rounding, first_lane, false)?;
+        check::<f16, f16, f32, f32>(values, hyper, step, rounding, first_lane, false)?;
+        check::<f32, bf16, f16, bf16>(values, hyper, step, rounding, first_lane, false)?;
+        check::<bf16, f32, f32, f32>(values, hyper, step, rounding, first_lane, false)?;
+        check::<f32, f32, f32, f32>(values, hyper, step, rounding, first_lane, false)?;
+        check::<bf16, bf16, f32, f32>(values, hyper, step, rounding, first_lane, true)?;
+        check::<f16, bf16, bf16, bf16>(values, hyper, step, rounding, first_lane, true)?;
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 200 }))]
+        #[test]
+        fn typed_steps_match_the_scalar_model_on_every_kernel(
+            lanes in 0_usize..70,
+            values in prop::collection::vec(value(), 280),
+            hyper in hyper(),
+            step in prop::sample::select(vec![0_u64, 1, 7]),
+            stochastic in any::<bool>(),
+            // Near a change of the lane index's high half too.
+            first_lane in prop::sample::select(vec![0_u64, 3, (1 << 32) - 5, (1 << 32) - 40, 1 << 40]),
+        ) {
+            let values = &values[..4 * lanes];
+            let rounding = if stochastic { Rounding::Stochastic { seed: 42 } } else { Rounding::NearestEven };
+            run(values, &hyper, step, rounding, first_lane)?;
+        }
     }
 }

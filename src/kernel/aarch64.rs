@@ -1,8 +1,9 @@
 //! The aarch64 kernel over NEON (`float32x4_t`), which every aarch64 CPU has.
 
-use super::F32Vector;
-use crate::hyper::StepConstants;
+use super::generic::{F32Vector, impl_isa};
 use core::arch::aarch64::*;
+#[cfg(feature = "half")]
+use half::bf16;
 
 /// Four f32 lanes in a NEON register.
 #[derive(Clone, Copy)]
@@ -52,11 +53,6 @@ unsafe impl F32Vector for Neon {
         Neon(unsafe { vfmaq_f32(c.0, self.0, b.0) })
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        // FNEG flips the sign bit, also of zeros and NaN.
-        Neon(unsafe { vnegq_f32(self.0) })
-    }
-    #[inline(always)]
     unsafe fn max_keep_nan(self, floor: Self) -> Self {
         // Ordered compare: false for NaN, so a NaN `self` is kept.
         unsafe { Neon(vbslq_f32(vcltq_f32(self.0, floor.0), floor.0, self.0)) }
@@ -72,24 +68,74 @@ unsafe impl F32Vector for Neon {
     unsafe fn min_keep_nan(self, hi: Self) -> Self {
         unsafe { Neon(vbslq_f32(vcgtq_f32(self.0, hi.0), hi.0, self.0)) }
     }
+    // bf16 moves as shifts in registers; f16 goes lane by lane (the
+    // trait's default): NEON's f16 conversions need the `float16x4_t`
+    // type, which stable Rust does not have.
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16(src: &[bf16]) -> Self {
+        assert!(src.len() >= 4);
+        // SAFETY: 4 readable lanes of 2 bytes checked above.
+        unsafe {
+            let bits = vld1_u16(src.as_ptr().cast());
+            Neon(vreinterpretq_f32_u32(vshll_n_u16::<16>(bits)))
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16(self, dst: &mut [bf16]) {
+        assert!(dst.len() >= 4);
+        // SAFETY: 4 writable lanes of 2 bytes checked above.
+        unsafe {
+            vst1_u16(
+                dst.as_mut_ptr().cast(),
+                vmovn_u32(bf16_nearest_neon(self.0)),
+            )
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_stochastic(self, dst: &mut [bf16], key: u32, lane_lo: u32) {
+        assert!(dst.len() >= 4);
+        // SAFETY: 4 writable lanes of 2 bytes checked above.
+        unsafe {
+            let iota = vld1q_u32([0_u32, 1, 2, 3].as_ptr());
+            let mut x = veorq_u32(vaddq_u32(vdupq_n_u32(lane_lo), iota), vdupq_n_u32(key));
+            x = veorq_u32(x, vshrq_n_u32::<16>(x));
+            x = vmulq_u32(x, vdupq_n_u32(0x7feb_352d));
+            x = veorq_u32(x, vshrq_n_u32::<15>(x));
+            x = vmulq_u32(x, vdupq_n_u32(0x846c_a68b));
+            x = veorq_u32(x, vshrq_n_u32::<16>(x));
+            let random = vshrq_n_u32::<16>(x);
+            let bits = vreinterpretq_u32_f32(self.0);
+            let up = vshrq_n_u32::<16>(vaddq_u32(bits, random));
+            let exponent = vdupq_n_u32(0x7f80_0000);
+            let special = vceqq_u32(vandq_u32(bits, exponent), exponent);
+            let rounded = vbslq_u32(special, bf16_nearest_neon(self.0), up);
+            vst1_u16(dst.as_mut_ptr().cast(), vmovn_u32(rounded))
+        }
+    }
 }
 
-/// The step with NEON.
-pub(crate) fn step_neon(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
-    // SAFETY: NEON is in the aarch64 baseline (checked by `Kernel::is_available`
-    // before this is reachable, and by the module's cfg).
-    unsafe { super::step_generic::<Neon, Neon, Neon>(p, g, m, v, k) }
+/// [`bf16_nearest`](super::generic::bf16_nearest) on 4 lanes, the bf16
+/// bits in the low half of each 32-bit lane.
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn bf16_nearest_neon(x: float32x4_t) -> uint32x4_t {
+    // SAFETY: NEON by the caller's contract.
+    unsafe {
+        let bits = vreinterpretq_u32_f32(x);
+        let high = vshrq_n_u32::<16>(bits);
+        let odd = vandq_u32(high, vdupq_n_u32(1));
+        let bias = vaddq_u32(odd, vdupq_n_u32(0x7fff));
+        let rounded = vshrq_n_u32::<16>(vaddq_u32(bits, bias));
+        let nan = vorrq_u32(high, vdupq_n_u32(0x0040));
+        // Equal to itself: not NaN.
+        vbslq_u32(vceqq_f32(x, x), rounded, nan)
+    }
 }
 
-/// The caution count with NEON.
-pub(crate) fn count_neon(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepConstants) -> u64 {
-    // SAFETY: NEON is in the aarch64 baseline (see `step_neon`).
-    unsafe { super::count_generic::<Neon>(p, g, m, v, k) }
-}
-
-/// Every job's step with NEON.
-#[cfg(feature = "alloc")]
-pub(crate) fn step_each_neon<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
-    // SAFETY: NEON is in the aarch64 baseline (see `step_neon`).
-    unsafe { super::step_each_generic::<Neon, Neon, Neon>(jobs) }
-}
+/// NEON: 4-lane vectors (the aarch64 baseline: no `#[target_feature]`
+/// needed).
+pub(crate) struct NeonIsa;
+impl_isa!(NeonIsa, [], Neon, Neon, Neon);

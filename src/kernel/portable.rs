@@ -2,8 +2,7 @@
 //! compile time (SSE2 in a default x86-64 build, NEON on aarch64, plain
 //! arrays elsewhere).
 
-use super::F32Vector;
-use crate::hyper::StepConstants;
+use super::generic::{F32Vector, impl_isa};
 use wide::f32x8;
 
 /// Whether `wide`'s `mul_add` is a fused instruction in this build. Without
@@ -61,10 +60,6 @@ unsafe impl F32Vector for f32x8 {
         }
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        self ^ f32x8::splat(-0.0)
-    }
-    #[inline(always)]
     unsafe fn max_keep_nan(self, floor: Self) -> Self {
         self.simd_lt(floor).bitselect(floor, self)
     }
@@ -78,22 +73,6 @@ unsafe impl F32Vector for f32x8 {
     }
 }
 
-/// The portable caution count.
-pub(crate) fn count(p: &[f32], g: &[f32], m: &[f32], v: &[f32], k: &StepConstants) -> u64 {
-    // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl).
-    unsafe { super::count_generic::<f32x8>(p, g, m, v, k) }
-}
-
-/// The portable step.
-pub(crate) fn step(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &StepConstants) {
-    // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl).
-    unsafe { super::step_generic::<f32x8, f32x8, f32x8>(p, g, m, v, k) }
-}
-
-/// Every job's portable step.
-#[cfg(feature = "alloc")]
-pub(crate) fn step_each<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
-    // SAFETY: `f32x8` runs on every CPU this build runs on (see the impl);
-    // job lengths are the caller's contract, checked by the slices' bounds.
-    unsafe { super::step_each_generic::<f32x8, f32x8, f32x8>(jobs) }
-}
+/// The portable kernel: `f32x8` for every vector.
+pub(crate) struct Portable;
+impl_isa!(Portable, [], f32x8, f32x8, f32x8);

@@ -4,22 +4,31 @@
 //! (baseline x86-64) would run its `f32x8` as two SSE halves with an unfused
 //! `mul_add` even inside a `#[target_feature]` function. These vector types
 //! use `core::arch` directly and are instantiated through thin
-//! `#[target_feature]` wrappers, chosen at run time by [`super::Kernel`].
+//! `#[target_feature]` entry points (the [`Isa`](super::generic::Isa)
+//! implementations at the end), which dispatch calls only with a token
+//! proving the instruction set.
 
-use super::F32Vector;
-use crate::hyper::StepConstants;
+use super::generic::{F32Vector, impl_isa};
 use core::arch::x86_64::*;
+#[cfg(feature = "half")]
+use half::{bf16, f16};
 
 /// Eight f32 lanes in an AVX register.
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2(__m256);
 
-// SAFETY: every method runs AVX/AVX2/FMA instructions; the trait's contract
-// (callers guarantee the CPU supports them) is upheld by the AVX2+FMA
-// kernel and the AVX-512 kernel's tails, which `Kernel` calls only after
-// detecting avx2 + fma.
+// SAFETY: every method runs AVX/AVX2/FMA instructions (the f16 ones F16C
+// too); the trait's contract (callers guarantee the CPU supports them) is
+// upheld by the `Isa` implementations below, which compile these methods
+// only into entry points with those features, called only with a token
+// proving them.
 unsafe impl F32Vector for Avx2 {
     const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: a prefetch never faults and reads nothing.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
 
     #[inline(always)]
     unsafe fn load(src: &[f32]) -> Self {
@@ -90,34 +99,136 @@ unsafe impl F32Vector for Avx2 {
         Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        Avx2(unsafe { _mm256_xor_ps(self.0, _mm256_set1_ps(-0.0)) })
-    }
-    #[inline(always)]
     unsafe fn max_keep_nan(self, floor: Self) -> Self {
-        // Ordered compare: false for NaN, so a NaN `self` is kept.
-        unsafe {
-            let below = _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, floor.0);
-            Avx2(_mm256_blendv_ps(self.0, floor.0, below))
-        }
+        // `maxps(a, b)` is `a > b ? a : b`: the second operand on NaN and on
+        // ties, so with `self` second it keeps a NaN `self` and `self` on
+        // ties, as `self < floor ? floor : self` does (one instruction).
+        Avx2(unsafe { _mm256_max_ps(floor.0, self.0) })
     }
     #[inline(always)]
     unsafe fn min_keep_nan(self, hi: Self) -> Self {
-        unsafe {
-            let above = _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, hi.0);
-            Avx2(_mm256_blendv_ps(self.0, hi.0, above))
-        }
+        // `minps(a, b)` is `a < b ? a : b` (see `max_keep_nan`).
+        Avx2(unsafe { _mm256_min_ps(hi.0, self.0) })
     }
     #[inline(always)]
     unsafe fn positive_select(self, then: Self) -> Self {
         unsafe {
-            let zero = _mm256_setzero_ps();
-            Avx2(_mm256_blendv_ps(
-                zero,
-                then.0,
-                _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, zero),
-            ))
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, _mm256_setzero_ps());
+            Avx2(_mm256_and_ps(positive, then.0))
         }
+    }
+    #[inline(always)]
+    unsafe fn count_positive(self, n: usize) -> u32 {
+        unsafe {
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(self.0, _mm256_setzero_ps());
+            let bits = _mm256_movemask_ps(positive) as u32 & ((1_u32 << n) - 1);
+            bits.count_ones()
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16(src: &[bf16]) -> Self {
+        assert!(src.len() >= 8);
+        // SAFETY: 8 readable lanes of 2 bytes checked above.
+        unsafe {
+            let bits = _mm_loadu_si128(src.as_ptr().cast());
+            Avx2(_mm256_castsi256_ps(_mm256_slli_epi32::<16>(
+                _mm256_cvtepu16_epi32(bits),
+            )))
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16(self, dst: &mut [bf16]) {
+        assert!(dst.len() >= 8);
+        // SAFETY: 8 writable lanes of 2 bytes checked above.
+        unsafe { store_u16x8(bf16_nearest_avx2(self.0), dst.as_mut_ptr().cast()) }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_stochastic(self, dst: &mut [bf16], key: u32, lane_lo: u32) {
+        assert!(dst.len() >= 8);
+        // SAFETY: 8 writable lanes of 2 bytes checked above.
+        unsafe {
+            let lanes = _mm256_add_epi32(
+                _mm256_set1_epi32(lane_lo as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            let random = lane_bits_avx2(lanes, key);
+            let bits = _mm256_castps_si256(self.0);
+            let up = _mm256_srli_epi32::<16>(_mm256_add_epi32(bits, random));
+            let exponent = _mm256_set1_epi32(0x7f80_0000);
+            let special = _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent);
+            let rounded = _mm256_blendv_epi8(up, bf16_nearest_avx2(self.0), special);
+            store_u16x8(rounded, dst.as_mut_ptr().cast())
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_f16(src: &[f16]) -> Self {
+        assert!(src.len() >= 8);
+        // SAFETY: 8 readable lanes of 2 bytes checked above; F16C by the
+        // contract of the half-precision entry points.
+        Avx2(unsafe { _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().cast())) })
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_f16(self, dst: &mut [f16]) {
+        assert!(dst.len() >= 8);
+        // SAFETY: as above, writing 8 lanes.
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm_storeu_si128(dst.as_mut_ptr().cast(), h)
+        }
+    }
+}
+
+/// bf16 bits (in the low half of each 32-bit lane) of `x` rounded to
+/// nearest even, NaN quieted: [`bf16_nearest`](super::generic::bf16_nearest)
+/// on 8 lanes.
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn bf16_nearest_avx2(x: __m256) -> __m256i {
+    // SAFETY: AVX2 by the caller's contract.
+    unsafe {
+        let bits = _mm256_castps_si256(x);
+        let high = _mm256_srli_epi32::<16>(bits);
+        let odd = _mm256_and_si256(high, _mm256_set1_epi32(1));
+        let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+        let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(bits, bias));
+        let nan = _mm256_or_si256(high, _mm256_set1_epi32(0x0040));
+        let is_nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+        _mm256_blendv_epi8(rounded, nan, is_nan)
+    }
+}
+
+/// [`lane_bits`](super::generic::lane_bits) of 8 lane indices.
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn lane_bits_avx2(lanes: __m256i, key: u32) -> __m256i {
+    // SAFETY: AVX2 by the caller's contract.
+    unsafe {
+        let mut x = _mm256_xor_si256(lanes, _mm256_set1_epi32(key as i32));
+        x = _mm256_xor_si256(x, _mm256_srli_epi32::<16>(x));
+        x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7feb_352d));
+        x = _mm256_xor_si256(x, _mm256_srli_epi32::<15>(x));
+        x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x846c_a68b_u32 as i32));
+        x = _mm256_xor_si256(x, _mm256_srli_epi32::<16>(x));
+        _mm256_srli_epi32::<16>(x)
+    }
+}
+
+/// Stores the low halves of 8 32-bit lanes (each below 2^16) as 8 u16.
+///
+/// # Safety
+/// `dst` has 16 writable bytes; AVX2.
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn store_u16x8(x: __m256i, dst: *mut __m128i) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let packed = _mm_packus_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256::<1>(x));
+        _mm_storeu_si128(dst, packed)
     }
 }
 
@@ -127,10 +238,9 @@ unsafe impl F32Vector for Avx2 {
 #[derive(Clone, Copy)]
 pub(crate) struct Fma128(__m128);
 
-// SAFETY: every method runs SSE/AVX/FMA instructions on 128-bit vectors;
-// the trait's contract (callers guarantee the CPU supports them) is upheld
-// by the AVX2+FMA and AVX-512 kernels, its only users, which `Kernel` calls
-// only after detecting avx2 + fma.
+// SAFETY: every method runs SSE/AVX/FMA instructions on 128-bit vectors
+// (the bf16 ones AVX2, the f16 ones F16C); the trait's contract is upheld
+// by the AVX2+FMA and AVX-512 entry points below, its only users.
 unsafe impl F32Vector for Fma128 {
     const LANES: usize = 4;
 
@@ -209,78 +319,98 @@ unsafe impl F32Vector for Fma128 {
         Fma128(unsafe { _mm_fmadd_ps(self.0, b.0, c.0) })
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        Fma128(unsafe { _mm_xor_ps(self.0, _mm_set1_ps(-0.0)) })
-    }
-    #[inline(always)]
     unsafe fn max_keep_nan(self, floor: Self) -> Self {
-        // Ordered compare: false for NaN, so a NaN `self` is kept.
-        unsafe {
-            let below = _mm_cmp_ps::<_CMP_LT_OQ>(self.0, floor.0);
-            Fma128(_mm_blendv_ps(self.0, floor.0, below))
-        }
+        // One instruction, as `Avx2::max_keep_nan`.
+        Fma128(unsafe { _mm_max_ps(floor.0, self.0) })
     }
     #[inline(always)]
     unsafe fn min_keep_nan(self, hi: Self) -> Self {
-        unsafe {
-            let above = _mm_cmp_ps::<_CMP_GT_OQ>(self.0, hi.0);
-            Fma128(_mm_blendv_ps(self.0, hi.0, above))
-        }
+        Fma128(unsafe { _mm_min_ps(hi.0, self.0) })
     }
     #[inline(always)]
     unsafe fn positive_select(self, then: Self) -> Self {
         unsafe {
-            let zero = _mm_setzero_ps();
-            Fma128(_mm_blendv_ps(
-                zero,
-                then.0,
-                _mm_cmp_ps::<_CMP_GT_OQ>(self.0, zero),
-            ))
+            let positive = _mm_cmp_ps::<_CMP_GT_OQ>(self.0, _mm_setzero_ps());
+            Fma128(_mm_and_ps(positive, then.0))
         }
     }
-}
-
-/// The step with AVX2 + FMA.
-///
-/// # Safety
-/// The CPU must support `avx2` and `fma`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn step_avx2(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    k: &StepConstants,
-) {
-    // SAFETY: the caller guarantees avx2 + fma.
-    unsafe { super::step_generic::<Avx2, Fma128, Fma128>(p, g, m, v, k) }
-}
-
-/// The caution count with AVX2 + FMA.
-///
-/// # Safety
-/// The CPU must support `avx2` and `fma`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn count_avx2(
-    p: &[f32],
-    g: &[f32],
-    m: &[f32],
-    v: &[f32],
-    k: &StepConstants,
-) -> u64 {
-    // SAFETY: the caller guarantees avx2 + fma.
-    unsafe { super::count_generic::<Avx2>(p, g, m, v, k) }
+    #[inline(always)]
+    unsafe fn count_positive(self, n: usize) -> u32 {
+        unsafe {
+            let positive = _mm_cmp_ps::<_CMP_GT_OQ>(self.0, _mm_setzero_ps());
+            (_mm_movemask_ps(positive) as u32 & ((1_u32 << n) - 1)).count_ones()
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16(src: &[bf16]) -> Self {
+        assert!(src.len() >= 4);
+        // SAFETY: 4 readable lanes of 2 bytes checked above.
+        unsafe {
+            let bits = _mm_loadl_epi64(src.as_ptr().cast());
+            Fma128(_mm_castsi128_ps(_mm_slli_epi32::<16>(_mm_cvtepu16_epi32(
+                bits,
+            ))))
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16(self, dst: &mut [bf16]) {
+        assert!(dst.len() >= 4);
+        // SAFETY: 4 writable lanes of 2 bytes checked above.
+        unsafe {
+            let wide = _mm256_zextsi128_si256(_mm_castps_si128(self.0));
+            let rounded = bf16_nearest_avx2(_mm256_castsi256_ps(wide));
+            let packed = _mm_packus_epi32(_mm256_castsi256_si128(rounded), _mm_setzero_si128());
+            _mm_storel_epi64(dst.as_mut_ptr().cast(), packed)
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_stochastic(self, dst: &mut [bf16], key: u32, lane_lo: u32) {
+        assert!(dst.len() >= 4);
+        // SAFETY: as above; the upper four lanes are computed and dropped.
+        unsafe {
+            let mut all = [bf16::ZERO; 8];
+            let wide = Avx2(_mm256_castps128_ps256(self.0));
+            wide.store_bf16_stochastic(&mut all, key, lane_lo);
+            dst[..4].copy_from_slice(&all[..4]);
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_f16(src: &[f16]) -> Self {
+        assert!(src.len() >= 4);
+        // SAFETY: 4 readable lanes of 2 bytes checked above; F16C by the
+        // contract of the half-precision entry points.
+        Fma128(unsafe { _mm_cvtph_ps(_mm_loadl_epi64(src.as_ptr().cast())) })
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_f16(self, dst: &mut [f16]) {
+        assert!(dst.len() >= 4);
+        // SAFETY: as above, writing 4 lanes.
+        unsafe {
+            let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm_storel_epi64(dst.as_mut_ptr().cast(), h)
+        }
+    }
 }
 
 /// Sixteen f32 lanes in an AVX-512 register.
 #[derive(Clone, Copy)]
 pub(crate) struct Avx512(__m512);
 
-// SAFETY: every method runs AVX-512F instructions; the trait's contract is
-// upheld by `step_avx512`, the only instantiation, which `Kernel` calls only
-// after detecting avx512f.
+// SAFETY: every method runs AVX-512F instructions (and the AVX2 ones of
+// its partial moves); the trait's contract is upheld by the AVX-512 entry
+// points below, its only users.
 unsafe impl F32Vector for Avx512 {
     const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn prefetch(p: *const u8) {
+        // SAFETY: a prefetch never faults and reads nothing.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
 
     #[inline(always)]
     unsafe fn load(src: &[f32]) -> Self {
@@ -358,117 +488,152 @@ unsafe impl F32Vector for Avx512 {
         Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
     }
     #[inline(always)]
-    unsafe fn neg(self) -> Self {
-        // `_mm512_xor_ps` needs AVX-512DQ; the integer xor is AVX-512F.
-        unsafe {
-            let sign = _mm512_set1_epi32(i32::MIN);
-            Avx512(_mm512_castsi512_ps(_mm512_xor_si512(
-                _mm512_castps_si512(self.0),
-                sign,
-            )))
-        }
-    }
-    #[inline(always)]
     unsafe fn max_keep_nan(self, floor: Self) -> Self {
-        // Ordered compare: false for NaN, so a NaN `self` is kept.
-        unsafe {
-            let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(self.0, floor.0);
-            Avx512(_mm512_mask_blend_ps(below, self.0, floor.0))
-        }
+        // One instruction, as `Avx2::max_keep_nan`.
+        Avx512(unsafe { _mm512_max_ps(floor.0, self.0) })
     }
     #[inline(always)]
     unsafe fn min_keep_nan(self, hi: Self) -> Self {
-        unsafe {
-            let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, hi.0);
-            Avx512(_mm512_mask_blend_ps(above, self.0, hi.0))
-        }
+        Avx512(unsafe { _mm512_min_ps(hi.0, self.0) })
     }
     #[inline(always)]
     unsafe fn positive_select(self, then: Self) -> Self {
         unsafe {
-            let zero = _mm512_setzero_ps();
-            Avx512(_mm512_mask_blend_ps(
-                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, zero),
-                zero,
-                then.0,
-            ))
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, _mm512_setzero_ps());
+            Avx512(_mm512_maskz_mov_ps(positive, then.0))
+        }
+    }
+    #[inline(always)]
+    unsafe fn count_positive(self, n: usize) -> u32 {
+        unsafe {
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(self.0, _mm512_setzero_ps());
+            (u32::from(positive) & ((1_u32 << n) - 1)).count_ones()
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16(src: &[bf16]) -> Self {
+        assert!(src.len() >= 16);
+        // SAFETY: 16 readable lanes of 2 bytes checked above.
+        unsafe {
+            let bits = _mm256_loadu_si256(src.as_ptr().cast());
+            Avx512(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(
+                _mm512_cvtepu16_epi32(bits),
+            )))
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16(self, dst: &mut [bf16]) {
+        assert!(dst.len() >= 16);
+        // SAFETY: 16 writable lanes of 2 bytes checked above.
+        unsafe {
+            let packed = _mm512_cvtepi32_epi16(bf16_nearest_avx512(self.0));
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), packed)
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_stochastic(self, dst: &mut [bf16], key: u32, lane_lo: u32) {
+        assert!(dst.len() >= 16);
+        // SAFETY: 16 writable lanes of 2 bytes checked above.
+        unsafe {
+            let lanes = _mm512_add_epi32(
+                _mm512_set1_epi32(lane_lo as i32),
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            );
+            let mut x = _mm512_xor_si512(lanes, _mm512_set1_epi32(key as i32));
+            x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
+            x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb_352d));
+            x = _mm512_xor_si512(x, _mm512_srli_epi32::<15>(x));
+            x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x846c_a68b_u32 as i32));
+            x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
+            let random = _mm512_srli_epi32::<16>(x);
+            let bits = _mm512_castps_si512(self.0);
+            let up = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, random));
+            let exponent = _mm512_set1_epi32(0x7f80_0000);
+            let special = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
+            let rounded = _mm512_mask_blend_epi32(special, up, bf16_nearest_avx512(self.0));
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(rounded))
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_f16(src: &[f16]) -> Self {
+        assert!(src.len() >= 16);
+        // SAFETY: 16 readable lanes of 2 bytes checked above.
+        Avx512(unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().cast())) })
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_f16(self, dst: &mut [f16]) {
+        assert!(dst.len() >= 16);
+        // SAFETY: as above, writing 16 lanes.
+        unsafe {
+            let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(self.0);
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), h)
         }
     }
 }
 
-/// The step with AVX-512F, its tail in AVX2 + FMA vectors.
-///
-/// # Safety
-/// The CPU must support `avx512f`, `avx2` and `fma`.
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) unsafe fn step_avx512(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    k: &StepConstants,
-) {
-    // SAFETY: the caller guarantees avx512f, avx2 and fma.
-    unsafe { super::step_generic::<Avx512, Avx2, Fma128>(p, g, m, v, k) }
-}
-
-/// Every job's step with AVX-512F, tails in AVX2 + FMA vectors.
-///
-/// # Safety
-/// The CPU must support `avx512f`, `avx2` and `fma`; every job's slices
-/// have equal lengths.
-#[cfg(feature = "alloc")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) unsafe fn step_each_avx512<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { super::step_each_generic::<Avx512, Avx2, Fma128>(jobs) }
-}
-
-/// Every job's step with AVX2 and FMA.
-///
-/// # Safety
-/// The CPU must support `avx2` and `fma`; every job's slices have equal
-/// lengths.
-#[cfg(feature = "alloc")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn step_each_avx2<'a>(jobs: impl Iterator<Item = super::Job<'a>>) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { super::step_each_generic::<Avx2, Fma128, Fma128>(jobs) }
-}
-
-/// The caution count with AVX-512F.
-///
-/// # Safety
-/// The CPU must support `avx512f`.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn count_avx512(
-    p: &[f32],
-    g: &[f32],
-    m: &[f32],
-    v: &[f32],
-    k: &StepConstants,
-) -> u64 {
-    // SAFETY: the caller guarantees avx512f.
-    unsafe { super::count_generic::<Avx512>(p, g, m, v, k) }
-}
-
-/// Runs `f` compiled with AVX2 + FMA, so the loops it inlines (the
-/// half-precision conversions) are vectorised with them.
-///
-/// # Safety
-/// The CPU must support `avx2` and `fma`.
+/// [`bf16_nearest`](super::generic::bf16_nearest) on 16 lanes (see
+/// `bf16_nearest_avx2`).
 #[cfg(feature = "half")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn within_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+#[inline(always)]
+unsafe fn bf16_nearest_avx512(x: __m512) -> __m512i {
+    // SAFETY: AVX-512F by the caller's contract.
+    unsafe {
+        let bits = _mm512_castps_si512(x);
+        let high = _mm512_srli_epi32::<16>(bits);
+        let odd = _mm512_and_si512(high, _mm512_set1_epi32(1));
+        let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, bias));
+        let nan = _mm512_or_si512(high, _mm512_set1_epi32(0x0040));
+        let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        _mm512_mask_blend_epi32(is_nan, rounded, nan)
+    }
 }
 
-/// Runs `f` compiled with AVX-512F (see [`within_avx2`]).
-///
-/// # Safety
-/// The CPU must support `avx512f`.
+/// AVX2 + FMA: 8-lane vectors, 4-lane tails.
+pub(crate) struct Avx2Fma;
+impl_isa!(
+    Avx2Fma,
+    [target_feature(enable = "avx2,fma")],
+    Avx2,
+    Fma128,
+    Fma128
+);
+
+/// AVX2 + FMA with F16C: the half-precision entry points.
 #[cfg(feature = "half")]
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn within_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+pub(crate) struct Avx2FmaF16c;
+#[cfg(feature = "half")]
+impl_isa!(
+    Avx2FmaF16c,
+    [target_feature(enable = "avx2,fma,f16c")],
+    Avx2,
+    Fma128,
+    Fma128
+);
+
+/// AVX-512F: 16-lane vectors, AVX2 + FMA tails.
+pub(crate) struct Avx512F;
+impl_isa!(
+    Avx512F,
+    [target_feature(enable = "avx512f,avx2,fma")],
+    Avx512,
+    Avx2,
+    Fma128
+);
+
+/// AVX-512F with F16C: the half-precision entry points.
+#[cfg(feature = "half")]
+pub(crate) struct Avx512FF16c;
+#[cfg(feature = "half")]
+impl_isa!(
+    Avx512FF16c,
+    [target_feature(enable = "avx512f,avx2,fma,f16c")],
+    Avx512,
+    Avx2,
+    Fma128
+);
