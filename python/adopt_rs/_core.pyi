@@ -1,7 +1,7 @@
 """Type stubs of adopt_rs._core, the native module (Rust, PyO3). Use the
 documented wrappers: adopt_rs.adopt_step and adopt_rs.torch.ADOPT."""
 
-from typing import Any, Callable, List, Optional, Tuple, TypedDict
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -49,18 +49,33 @@ def kernel() -> str:
 
 class Engine:
     """An adopt ``Adopt`` optimizer over torch tensors (adopt_rs.torch's
-    machinery; the torch objects are those gradients are checked against)."""
+    machinery; ``strided`` is ``torch.strided``, against which gradients
+    are checked)."""
 
-    def __init__(self, strided: Any, float32: Any, complex64: Any) -> None: ...
+    def __init__(self, strided: Any) -> None: ...
     def add_group(self, hyper: HyperArgs) -> int: ...
     def set_group(self, group: int, hyper: HyperArgs, initial_lr: Optional[float] = None) -> None: ...
-    def add_param(self, group: int, param: Any, numel: int, complex: bool, data_ptr: int) -> int: ...
+    def add_param(
+        self,
+        group: int,
+        param: Any,
+        numel: int,
+        kind: str,  # "float32", "complex64", "bfloat16", "float16" or "table"
+        dtype: Any,  # the parameter's torch dtype (its gradients' too)
+        data_ptr: int,
+        moments: str,  # "float32" or "bfloat16"
+        dim: int = 0,  # a table's row length
+    ) -> int: ...
     def update_param(self, id: int, data_ptr: int) -> None: ...
-    def param_info(self, id: int) -> Tuple[int, int]: ...
+    def param_info(self, id: int) -> Tuple[int, int, str]:
+        """(numel, data pointer, kind) as registered."""
     def prepare_states(self, ids: List[int]) -> None: ...
-    def arrays(self, id: int) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]: ...
-    def bind(self, id: int, exp_avg: Any, exp_avg_sq: Any, step: Any, count: int) -> None: ...
-    def step_count(self, id: int) -> Optional[int]: ...
+    def arrays(self, id: int) -> Tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """The moments over the engine's buffers: float32, or int16 arrays of
+        bfloat16 bits."""
+    def bind(self, id: int, exp_avg: Any, exp_avg_sq: Any, step: Any) -> None: ...
+    def step_count(self, id: int) -> Optional[List[int]]:
+        """The step count (one, or one per row of a table)."""
     def param_count(self) -> int: ...
     def step(
         self,
@@ -69,4 +84,5 @@ class Engine:
         clip_lambda: Optional[Callable[[float], Any]],
         inv_scale: float,
         found_inf: bool,
+        sparse: Optional[Dict[int, Tuple[Any, Any, int, int, int]]] = None,
     ) -> Optional[Tuple[bool, List[int]]]: ...

@@ -22,17 +22,30 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
 from . import _core
-from ._hyper import EXTRAS, check_clip_lambda, check_extras, default_clip_lambda, native
+from ._hyper import EXTRAS, check_clip_lambda, check_extras, default_clip_lambda, flag, native
 
 __all__ = ["ADOPT"]
 
 ParamsT = Union[Iterable[Tensor], Iterable[Dict[str, Any]], Iterable[Tuple[str, Tensor]]]
 
-#: Parameter dtypes the step takes, and whether each is complex (stepped as
-#: its interleaved real and imaginary f32 lanes, torch's view_as_real).
-_DTYPES = {torch.float32: False, torch.complex64: True}
-#: Dtypes that come with the core's buffer layouts (bf16/f16 parameters).
-_LATER_DTYPES = (torch.bfloat16, torch.float16)
+#: Parameter dtypes the step takes, and how the core steps each: f32 lanes,
+#: complex64 as its interleaved real and imaginary f32 lanes (torch's
+#: view_as_real), bfloat16 and float16 loaded to f32 and rounded back to
+#: nearest, ties to even (torch's rounding).
+_DTYPES = {
+    torch.float32: "float32",
+    torch.complex64: "complex64",
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+}
+
+#: The moments' storage types (``moments_dtype``); None is float32.
+_MOMENTS = {None: "float32", torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+#: The group keys that decide how parameters are stored (changing one makes
+#: the next step register the group's parameters again, taking their state
+#: over), with their defaults.
+_LAYOUT_KEYS: Dict[str, Any] = {"moments_dtype": None, "row_sparse": False}
 
 #: torch-adopt's group keys, with the defaults its __setstate__ gives them.
 _TORCH_ADOPT_KEYS = {
@@ -81,9 +94,10 @@ def _step_count(value: Any, name: str) -> int:
     return int(x)
 
 
-def _param_kind(p: Any, name: str) -> bool:
-    """Whether a parameter the step can take is complex; raises TypeError or
-    ValueError, naming it, for one it cannot."""
+def _param_kind(p: Any, name: str, group: Optional[Dict[str, Any]] = None) -> str:
+    """How the core steps a parameter (``"float32"``, ``"complex64"``,
+    ``"bfloat16"``, ``"float16"`` or ``"table"``) in ``group``; raises
+    TypeError or ValueError, naming it, for one it cannot take."""
     if not isinstance(p, Tensor):
         raise TypeError(f"{name} is a {type(p).__name__}, not a tensor")
     if type(p).__torch_dispatch__ != Tensor.__torch_dispatch__:
@@ -99,15 +113,10 @@ def _param_kind(p: Any, name: str) -> bool:
         )
     if p.layout is not torch.strided:
         raise TypeError(f"{name} has layout {p.layout}: adopt_rs steps dense (strided) tensors")
-    if p.dtype in _LATER_DTYPES:
-        raise TypeError(
-            f"{name} is {p.dtype}: adopt_rs.torch.ADOPT steps float32 and complex64 "
-            "parameters in this release (bfloat16 and float16 parameters come with the "
-            "core's buffer layouts); keep the master weights in float32"
-        )
     if p.dtype not in _DTYPES:
         raise TypeError(
-            f"{name} is {p.dtype}: adopt_rs.torch.ADOPT steps float32 and complex64 parameters"
+            f"{name} is {p.dtype}: adopt_rs.torch.ADOPT steps float32, complex64, bfloat16 "
+            "and float16 parameters"
         )
     if not p.is_contiguous():
         raise ValueError(
@@ -115,18 +124,47 @@ def _param_kind(p: Any, name: str) -> bool:
             "parameter's memory in place; make the parameter contiguous before creating "
             "the optimizer"
         )
-    return _DTYPES[p.dtype]
+    kind = _DTYPES[p.dtype]
+    if group is None:
+        return kind
+    moments = group.get("moments_dtype")
+    if moments not in _MOMENTS:
+        raise TypeError(
+            f"{name}: moments_dtype is {moments!r}: the moments are stored as "
+            "torch.float32 (None, the default) or torch.bfloat16 (float16 cannot hold "
+            "exp_avg_sq = grad**2 for gradients above 256)"
+        )
+    if group.get("row_sparse"):
+        if p.dtype != torch.float32 or p.dim() != 2:
+            raise TypeError(
+                f"{name} is in a group with row_sparse=True: such a group holds embedding "
+                "tables, 2-D float32 parameters (nn.Embedding's weight)"
+            )
+        if p.shape[0] > 2**32:
+            raise ValueError(f"{name} has more than 2**32 rows")
+        kind = "table"
+    if _MOMENTS[moments] != "float32" and kind in ("complex64", "table"):
+        raise TypeError(
+            f"{name} is {'an embedding table' if kind == 'table' else 'complex'}: its moments "
+            "are float32 (moments_dtype=torch.bfloat16 is for real dense parameters)"
+        )
+    return kind
 
 
-def _check_grad(g: Tensor, p: Tensor, name: str) -> None:
+def _check_grad(g: Tensor, p: Tensor, name: str, table: bool = False) -> None:
     """Raises TypeError or ValueError, naming the parameter, for a gradient
-    the step cannot take."""
+    the step cannot take (``table``: the parameter is an embedding table of
+    a ``row_sparse`` group, which takes row-sparse gradients too)."""
     if g.layout is not torch.strided:
+        if g.is_sparse and table:
+            _rows_grad(g, p, name)
+            return
         if g.is_sparse:
             raise TypeError(
-                f"{name} has a sparse gradient (nn.Embedding(sparse=True)?): adopt_rs steps "
-                "sparse gradients through the core's row-sparse step from its next release; "
-                "use sparse=False meanwhile"
+                f"{name} has a sparse gradient (nn.Embedding(sparse=True)?) but is not in a "
+                "group with row_sparse=True: put the embedding tables in their own group, "
+                "{'params': emb.parameters(), 'row_sparse': True}, so that each row keeps "
+                "its own step count"
             )
         raise TypeError(f"the gradient of {name} has layout {g.layout}: it must be dense")
     if g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
@@ -136,11 +174,65 @@ def _check_grad(g: Tensor, p: Tensor, name: str) -> None:
         )
 
 
+def _rows_grad(g: Tensor, p: Tensor, name: str) -> Tuple[Tensor, Tensor, int, int, int]:
+    """A table's sparse COO gradient as the engine takes it: (row indices as
+    contiguous int32, values as contiguous float32 rows, their data
+    pointers and count). Raises TypeError or ValueError, naming the
+    parameter, for one it cannot take."""
+    if g.dtype != torch.float32 or g.shape != p.shape or g.device != p.device:
+        raise ValueError(
+            f"the sparse gradient of {name} is {g.dtype} {tuple(g.shape)} on {g.device}: it "
+            "must have the parameter's dtype, shape and device"
+        )
+    if g.sparse_dim() != 1 or g.dense_dim() != 1:
+        raise ValueError(
+            f"the sparse gradient of {name} has sparse_dim {g.sparse_dim()} and dense_dim "
+            f"{g.dense_dim()}: it must list whole rows (sparse_dim 1, as "
+            "nn.Embedding(sparse=True) makes)"
+        )
+    indices = g._indices()[0]
+    values = g._values()
+    rows = p.shape[0]
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= rows):
+        raise ValueError(
+            f"the sparse gradient of {name} lists rows from {int(indices.min())} to "
+            f"{int(indices.max())}: the table has rows 0 to {rows - 1}"
+        )
+    # A copy (int64 to int32): memory of its own, which nothing else writes.
+    listed = indices.to(torch.int32).contiguous()
+    values = values.contiguous()
+    return listed, values, listed.data_ptr(), listed.numel(), values.data_ptr()
+
+
+def _table_counts(value: Any, name: str, rows: int) -> Tensor:
+    """A table's ``step``: a float32 tensor of one step count per row (from
+    one per row, or one count for all rows: a torch-adopt state)."""
+    if not isinstance(value, Tensor) or value.numel() == 1:
+        return torch.full((rows,), float(_step_count(value, name)), dtype=torch.float32)
+    if value.numel() != rows or value.is_complex():
+        raise ValueError(
+            f"state['step'] of {name} is {value.dtype} {tuple(value.shape)}: an embedding "
+            f"table's step holds one count per row ({rows}), or one for all rows"
+        )
+    counts = value.detach().to(device="cpu", dtype=torch.float64).reshape(rows)
+    good = torch.isfinite(counts) & (counts >= 0) & (counts == counts.floor())
+    if not bool(good.all()):
+        bad = int((~good).nonzero()[0])
+        raise ValueError(
+            f"state['step'] of {name} is {float(counts[bad])} at row {bad}: a step count is "
+            "a whole number >= 0"
+        )
+    return counts.to(torch.float32).contiguous().clone()
+
+
 def _view(array: Any, p: Tensor) -> Tensor:
-    """A tensor of ``p``'s shape and dtype over a float32 NumPy array of the
-    engine's (no copy)."""
+    """A tensor of ``p``'s shape over a NumPy array of the engine's (no
+    copy): float32 (complex64 for complex parameters), or bfloat16 from an
+    int16 array of its bits."""
     t = torch.from_numpy(array)
-    if p.is_complex():
+    if t.dtype == torch.int16:
+        t = t.view(torch.bfloat16)
+    elif p.is_complex():
         t = t.view(torch.complex64)
     return t.view(p.shape)
 
@@ -160,7 +252,8 @@ class ADOPT(Optimizer):
 
     Args:
         params: an iterable of tensors or of parameter-group dicts, as for
-            every torch optimizer. CPU, contiguous, float32 or complex64.
+            every torch optimizer. CPU, contiguous, float32, complex64,
+            bfloat16 or float16.
         lr: learning rate (a float, or a 1-element tensor).
         betas: ``(beta1, beta2)``.
         eps: floor of ``sqrt(exp_avg_sq)``.
@@ -193,14 +286,45 @@ class ADOPT(Optimizer):
     - ``clip_offset=1``: ``clip_lambda`` gets the number of the step being
       taken (pytorch-optimizer's convention) instead of the steps taken.
 
+    Storage options, keyword-only and group keys (see below):
+    ``moments_dtype`` (None for float32, or ``torch.bfloat16``) and
+    ``row_sparse`` (False; True for a group of embedding tables).
+
+    Half precision: bfloat16 and float16 parameters (with gradients of
+    their dtype) are stepped in place with float32 arithmetic, each result
+    rounded to nearest, ties to even (torch's rounding), in the same core
+    call as the other parameters. Their moments are float32 by default,
+    unlike torch-adopt's (which keeps them in the parameter's dtype): more
+    accurate, and float16 cannot hold ``exp_avg_sq = grad**2`` for
+    gradients above 256. ``moments_dtype=torch.bfloat16`` (keyword, or a
+    group key) stores both moments as bfloat16 instead (half the state
+    memory; for real dense parameters of any of the three real dtypes).
+    State dicts still load both ways: torch's ``load_state_dict`` casts the
+    float32 moments to the parameter's dtype for torch-adopt, and this
+    optimizer widens torch-adopt's half moments exactly (and keeps its own
+    float32 ones bit for bit).
+
+    Embedding tables: a group with ``row_sparse=True`` holds 2-D float32
+    tables (``nn.Embedding(..., sparse=True)``'s weight) stepped by the
+    core's row-sparse step. Each row keeps its own step count; a sparse
+    gradient steps only the rows it lists (repeated rows summed first, in
+    their order), and rows without a gradient stay untouched, as torch's
+    ``SparseAdam`` does; a dense gradient steps every row. Such a table's
+    ``state["step"]`` is a float32 tensor of one count per row (so a
+    table's state dict does not load into torch-adopt, which has no sparse
+    step); a torch-adopt state (one count) loads into a table as that count
+    on every row. A sparse gradient on a parameter outside such a group is
+    refused (torch-adopt refuses sparse gradients too).
+
     Mixed precision: ``torch.amp.GradScaler("cpu")`` hands this optimizer
     ``grad_scale`` and ``found_inf`` (``_step_supports_amp_scaling``); the
     unscaling is fused into the step and a step with ``found_inf`` changes
     nothing.
 
     Errors: a parameter or gradient the step cannot take (another device,
-    an unsupported dtype, not contiguous, a sparse gradient, memory shared
-    between parameters or with a gradient) raises ``TypeError`` or
+    an unsupported dtype, a gradient of another dtype, not contiguous, a
+    sparse gradient outside a ``row_sparse`` group or listing rows out of
+    range, memory shared between parameters or with a gradient) raises ``TypeError`` or
     ``ValueError`` naming it; hyperparameters the core refuses raise
     :class:`adopt_rs.AdoptError` (a ``ValueError``) naming the group. Either
     way before anything changes.
@@ -237,6 +361,8 @@ class ADOPT(Optimizer):
         max_lr: Optional[float] = None,
         first_step_decay: bool = False,
         clip_offset: int = 0,
+        moments_dtype: Optional[torch.dtype] = None,
+        row_sparse: bool = False,
     ) -> None:
         # torch-adopt's checks, in its order and words.
         if isinstance(lr, Tensor):
@@ -278,6 +404,8 @@ class ADOPT(Optimizer):
         self._engine: Optional[_core.Engine] = None
         self._keys: List[Tuple[Any, ...]] = []
         self._where: List[Tuple[int, int]] = []
+        self._layouts: List[Tuple[Any, ...]] = []
+        self._tables: List[int] = []
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -290,6 +418,8 @@ class ADOPT(Optimizer):
             differentiable=differentiable,
             fused=fused,
             **extras,
+            moments_dtype=moments_dtype,
+            row_sparse=row_sparse,
         )
         super().__init__(params, defaults)
 
@@ -310,9 +440,10 @@ class ADOPT(Optimizer):
             if group.get("differentiable"):
                 raise ValueError(f"{where}: differentiable=True is not supported")
             check_extras(group, where)
+            flag(group["row_sparse"], f"{where}: row_sparse")
             seen = set()
             for j, p in enumerate(group["params"]):
-                _param_kind(p, self._name(gi, j, p))
+                _param_kind(p, self._name(gi, j, p), group)
                 if id(p) in seen:
                     raise ValueError(
                         f"{self._name(gi, j, p)} appears twice in the group: each parameter "
@@ -357,20 +488,32 @@ class ADOPT(Optimizer):
     def _build(self) -> _core.Engine:
         """A new engine with every group and parameter registered (the
         states are taken over by the next step)."""
-        engine = _core.Engine(torch.strided, torch.float32, torch.complex64)
+        engine = _core.Engine(torch.strided)
         keys: List[Tuple[Any, ...]] = []
         where: List[Tuple[int, int]] = []
+        tables: List[int] = []
         for gi, group in enumerate(self.param_groups):
             engine.add_group(self._native(gi, group))
             engine.set_group(gi, self._native(gi, group), self._initial_lr(gi, group))
             keys.append(self._key(gi, group))
+            moments = _MOMENTS.get(group.get("moments_dtype"), "float32")
             for j, p in enumerate(group["params"]):
-                is_complex = _param_kind(p, self._name(gi, j, p))
-                engine.add_param(gi, p, p.numel(), is_complex, p.data_ptr())
+                kind = _param_kind(p, self._name(gi, j, p), group)
+                dim = p.shape[1] if kind == "table" else 0
+                i = engine.add_param(
+                    gi, p, p.numel(), kind, p.dtype, p.data_ptr(), moments, dim
+                )
+                if kind == "table":
+                    tables.append(i)
                 where.append((gi, j))
         self._check_disjoint(where)
         self._engine, self._keys, self._where = engine, keys, where
+        self._layouts = self._layout_keys()
+        self._tables = tables
         return engine
+
+    def _layout_keys(self) -> List[Tuple[Any, ...]]:
+        return [tuple(g.get(k, d) for k, d in _LAYOUT_KEYS.items()) for g in self.param_groups]
 
     def _check_disjoint(self, where: List[Tuple[int, int]]) -> None:
         """Refuses parameters that share memory (a step writes each in place)."""
@@ -392,7 +535,11 @@ class ADOPT(Optimizer):
     def _prepare(self) -> _core.Engine:
         """The engine, with every group's current hyperparameters."""
         engine = self._engine
-        if engine is None or len(self._keys) != len(self.param_groups):
+        if (
+            engine is None
+            or len(self._keys) != len(self.param_groups)
+            or self._layouts != self._layout_keys()
+        ):
             engine = self._build()
         for gi, group in enumerate(self.param_groups):
             key = self._key(gi, group)
@@ -410,13 +557,14 @@ class ADOPT(Optimizer):
         engine = self._engine
         assert engine is not None
         plans = []
-        moved = False
+        moved = retyped = False
         for i in ids:
             gi, j = self._where[i]
             p = self.param_groups[gi]["params"][j]
             name = self._name(gi, j, p)
-            _param_kind(p, name)
-            numel, data_ptr = engine.param_info(i)
+            kind = _param_kind(p, name, self.param_groups[gi])
+            table = kind == "table"
+            numel, data_ptr, registered = engine.param_info(i)
             if p.numel() != numel:
                 raise ValueError(
                     f"{name} has {p.numel()} elements, {numel} when the optimizer registered "
@@ -424,9 +572,9 @@ class ADOPT(Optimizer):
                 )
             g = p.grad
             if g is not None:
-                _check_grad(g, p, name)
+                _check_grad(g, p, name, table)
             st = self.state.get(p)
-            plan: Optional[Tuple[int, Tensor, Tensor]] = None
+            plan: Optional[Tuple[Tensor, Tensor, Tensor]] = None
             if st:
                 missing = [k for k in ("step", "exp_avg", "exp_avg_sq") if k not in st]
                 if missing:
@@ -434,7 +582,10 @@ class ADOPT(Optimizer):
                         f"the state of {name} has no {', '.join(missing)}: ADOPT's state is "
                         "step, exp_avg and exp_avg_sq"
                     )
-                count = _step_count(st["step"], name)
+                if table:
+                    count = _table_counts(st["step"], name, p.shape[0])
+                else:
+                    count = torch.tensor(float(_step_count(st["step"], name)), dtype=torch.float32)
                 for key in ("exp_avg", "exp_avg_sq"):
                     t = st[key]
                     if not isinstance(t, Tensor):
@@ -446,7 +597,13 @@ class ADOPT(Optimizer):
                         )
                 plan = (count, st["exp_avg"], st["exp_avg_sq"])
             moved |= p.data_ptr() != data_ptr
+            retyped |= kind != registered
             plans.append((i, p, plan))
+        if retyped:
+            # `.data` of another dtype (model.to(torch.bfloat16)): register
+            # every parameter again; the next step takes the states over.
+            self._build()
+            return
         if moved:
             self._check_disjoint(self._where)
         engine.prepare_states([i for i, _, _ in plans])
@@ -457,17 +614,19 @@ class ADOPT(Optimizer):
             if plan is None:
                 m.zero_()
                 v.zero_()
-                count = 0
+                if p.dim() == 2 and i in self._tables:
+                    step = torch.zeros(p.shape[0], dtype=torch.float32)
+                else:
+                    step = torch.tensor(0.0, dtype=torch.float32)
             else:
-                count, m_from, v_from = plan
+                step, m_from, v_from = plan
                 m.copy_(m_from.reshape(p.shape))
                 v.copy_(v_from.reshape(p.shape))
-            step = torch.tensor(float(count), dtype=torch.float32)
             st = self.state.get(p)
             if st is None:  # (a plain dict, if a framework replaced the defaultdict)
                 st = self.state[p] = {}
             st["step"], st["exp_avg"], st["exp_avg_sq"] = step, m, v
-            engine.bind(i, m, v, step, count)
+            engine.bind(i, m, v, step)
 
     # -- the step -----------------------------------------------------------
 
@@ -497,8 +656,11 @@ class ADOPT(Optimizer):
                 loss = closure()
         inv_scale, found_inf = self._scaling()
         engine = self._prepare()
-        for _ in range(3):
-            todo = engine.step(self.param_groups, self.state, self.clip_lambda, inv_scale, found_inf)
+        for _ in range(4):
+            sparse = self._sparse_grads()
+            todo = engine.step(
+                self.param_groups, self.state, self.clip_lambda, inv_scale, found_inf, sparse
+            )
             if todo is None:
                 return loss
             layout_changed, ids = todo
@@ -507,7 +669,25 @@ class ADOPT(Optimizer):
                 engine = self._prepare()
             else:
                 self._attend(ids)
-        raise RuntimeError("adopt_rs: internal error: a step was declined three times")
+                engine = self._prepare()
+        raise RuntimeError("adopt_rs: internal error: a step was declined four times")
+
+    def _sparse_grads(self) -> Optional[Dict[int, Tuple[Tensor, Tensor, int, int, int]]]:
+        """The embedding tables' sparse gradients, checked, as the engine
+        takes them (None if there are none)."""
+        sparse = None
+        for i in self._tables:
+            gi, j = self._where[i]
+            group = self.param_groups[gi]
+            if j >= len(group["params"]):
+                continue
+            p = group["params"][j]
+            g = getattr(p, "grad", None)
+            if g is not None and g.layout is torch.sparse_coo:
+                if sparse is None:
+                    sparse = {}
+                sparse[i] = _rows_grad(g, p, self._name(gi, j, p))
+        return sparse
 
     # -- pickling, deepcopy, load_state_dict ---------------------------------
 
@@ -519,7 +699,35 @@ class ADOPT(Optimizer):
         shapes, a step count that is not a whole number) raises, and the
         optimizer keeps the state it had."""
         before = {"state": self.state, "param_groups": self.param_groups}
+        layouts = [{k: g.get(k, d) for k, d in _LAYOUT_KEYS.items()} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        # A state dict without the layout keys (torch-adopt's) keeps each
+        # group's own: a table stays a table.
+        for group, saved_group, own in zip(
+            self.param_groups, state_dict.get("param_groups", []), layouts
+        ):
+            for key, value in own.items():
+                if key not in saved_group:
+                    group[key] = value
+        # torch casts floating state to the parameter's dtype (bfloat16
+        # moments for a bfloat16 parameter); the step takes the saved
+        # moments as they are, converting them into its own storage.
+        saved = state_dict.get("state", {})
+        index = {
+            k: p
+            for saved_group, group in zip(state_dict.get("param_groups", []), self.param_groups)
+            for k, p in zip(saved_group.get("params", []), group["params"])
+        }
+        for k, st in saved.items():
+            p = index.get(k)
+            ours = self.state.get(p) if p is not None else None
+            if not isinstance(st, dict) or not isinstance(ours, dict):
+                continue
+            for key in ("exp_avg", "exp_avg_sq"):
+                t = st.get(key)
+                if isinstance(t, Tensor) and isinstance(ours.get(key), Tensor):
+                    if t.dtype != ours[key].dtype and t.is_floating_point():
+                        ours[key] = t.to(device=ours[key].device)
         try:
             self._prepare()
             ids = [
@@ -549,7 +757,11 @@ class ADOPT(Optimizer):
         self.__dict__.setdefault("_engine", None)
         self.__dict__.setdefault("_keys", [])
         self.__dict__.setdefault("_where", [])
+        self.__dict__.setdefault("_layouts", [])
+        self.__dict__.setdefault("_tables", [])
         for group in self.param_groups:
+            for key, default in _LAYOUT_KEYS.items():
+                group.setdefault(key, self.defaults.get(key, default))
             for key, default in _TORCH_ADOPT_KEYS.items():
                 group.setdefault(key, default)
             for key, default in EXTRAS.items():

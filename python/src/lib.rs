@@ -19,9 +19,11 @@
 //! stepping, so that a refused step changes nothing.
 
 use adopt::{
-    Adopt, Caution, Clip, DecayScaling, Error, GroupId, Hyper, Item, Kernel, ParamId, Scaling,
-    State, StateView, StepOptions, WeightDecay, adopt_step_ext,
+    Adopt, Caution, Clip, DecayScaling, Dtype, Entry, Error, Grads, GroupId, Hyper, Item, Kernel,
+    Lanes, LanesMut, Layout, ParamId, Scaling, Shape, State, StateView, StepOptions, Steps,
+    StepsMut, WeightDecay, adopt_step_ext,
 };
+use half::{bf16, f16};
 use numpy::ndarray::ArrayView1;
 use numpy::{
     PyArray1, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
@@ -205,15 +207,51 @@ fn table_clip(at: u64) -> f64 {
         .map_or(f64::NAN, |(_, value)| *value)
 }
 
+/// How a registered torch parameter is stored and stepped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// float32 lanes.
+    F32,
+    /// complex64 elements as interleaved float32 lanes.
+    Complex,
+    /// bfloat16 parameters and gradients, f32 arithmetic.
+    Bf16,
+    /// float16 parameters and gradients, f32 arithmetic.
+    F16,
+    /// A float32 embedding table of `rows × dim` (the core's row-sparse
+    /// layout): a step count per row, gradients dense or listed rows.
+    Table { rows: usize, dim: usize },
+}
+
+impl Kind {
+    /// Bytes per lane of the parameter and of a dense gradient.
+    fn lane_bytes(self) -> usize {
+        match self {
+            Kind::Bf16 | Kind::F16 => 2,
+            _ => 4,
+        }
+    }
+
+    /// The step counts of the state's `step` tensor (one, or one per row).
+    fn counts(self) -> usize {
+        match self {
+            Kind::Table { rows, .. } => rows,
+            _ => 1,
+        }
+    }
+}
+
 /// What the engine knows of one registered torch parameter.
 struct Rec {
     group: usize,
     /// The position in its group's `params` list.
     index: usize,
-    /// f32 lanes: `numel`, twice that for complex parameters.
+    kind: Kind,
+    /// Lanes of the parameter: `numel`, twice that for complex parameters.
     lanes: usize,
     numel: usize,
-    /// The dtype object every step's gradient must have.
+    /// The dtype object every step's dense gradient must have (the
+    /// parameter's).
     dtype: Py<PyAny>,
     /// The parameter tensor (`None` after the garbage collector cleared it).
     param: Option<Py<PyAny>>,
@@ -230,17 +268,69 @@ struct Rec {
     /// `step.data` when `step_ptr` was read: keeps that storage alive (even
     /// if `step.data` is replaced).
     step_data: Option<Py<PyAny>>,
-    /// The float32 storage of `step`, which each step reads (a value
-    /// written there from Python is taken over) and writes.
+    /// The float32 storage of `step` (`kind.counts()` values), which each
+    /// step reads (a value written there from Python is taken over) and
+    /// writes, for the counts it uses.
     step_ptr: usize,
+}
+
+/// The gradient of one parameter of the step being taken.
+#[derive(Clone, Copy)]
+enum WorkGrad {
+    /// A dense gradient of the parameter's dtype and lanes at this address.
+    Dense(usize),
+    /// A table's listed rows: `nnz` int32 row indices (each checked to be
+    /// in range) at `rows`, `nnz × dim` float32 values at `values`.
+    Rows {
+        rows: usize,
+        nnz: usize,
+        values: usize,
+    },
 }
 
 /// One parameter of the step being taken.
 struct Work {
     id: u32,
+    kind: Kind,
     p: usize,
-    g: usize,
+    grad: WorkGrad,
     lanes: usize,
+}
+
+impl Work {
+    /// Calls `f` with the index of each step count this step uses: the
+    /// parameter's one, or the rows of a table the gradient touches (listed
+    /// rows as listed, repeats included).
+    fn for_counts(&self, mut f: impl FnMut(usize)) {
+        match (self.kind, self.grad) {
+            (Kind::Table { .. }, WorkGrad::Rows { rows, nnz, .. }) => {
+                if nnz > 0 {
+                    // SAFETY: `nnz` int32 at `rows`, kept alive by the
+                    // step's `keep` and checked to be in range.
+                    let rows = unsafe { std::slice::from_raw_parts(rows as *const u32, nnz) };
+                    rows.iter().for_each(|&r| f(r as usize));
+                }
+            }
+            (Kind::Table { rows, .. }, WorkGrad::Dense(_)) => (0..rows).for_each(f),
+            _ => f(0),
+        }
+    }
+}
+
+/// A parameter's step counts in the core's state.
+fn core_counts(opt: &mut Adopt, id: u32) -> Option<StepsMut<'_>> {
+    opt.param_state_mut(ParamId(id))
+        .ok()
+        .flatten()
+        .map(|s| s.steps)
+}
+
+/// Step count `slot` of `steps`.
+fn count_at<'s>(steps: &'s mut StepsMut<'_>, slot: usize) -> &'s mut u64 {
+    match steps {
+        StepsMut::Dense(c) => c,
+        StepsMut::Rows(rows) => &mut rows[slot],
+    }
 }
 
 /// An `Adopt` optimizer over torch tensors (see the module docs).
@@ -251,13 +341,8 @@ pub struct Engine {
     /// Parameter ids per group, in the group's order.
     groups: Vec<Vec<u32>>,
     strided: Py<PyAny>,
-    float32: Py<PyAny>,
-    complex64: Py<PyAny>,
     work: Vec<Work>,
 }
-
-/// A parameter's two moments as NumPy arrays.
-type Moments<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<f32>>);
 
 /// What [`Engine::step`] returns instead of stepping: the parameter lists
 /// differ from the registered ones (`true`), or these parameters need the
@@ -276,8 +361,16 @@ impl Engine {
     fn check_overlap(&self) -> PyResult<()> {
         let mut spans: Vec<(usize, usize, bool, u32)> = Vec::with_capacity(2 * self.work.len());
         for w in self.work.iter().filter(|w| w.lanes > 0) {
-            spans.push((w.p, w.p + 4 * w.lanes, true, w.id));
-            spans.push((w.g, w.g + 4 * w.lanes, false, w.id));
+            let bytes = w.kind.lane_bytes() * w.lanes;
+            spans.push((w.p, w.p + bytes, true, w.id));
+            match (w.grad, w.kind) {
+                (WorkGrad::Dense(g), _) => spans.push((g, g + bytes, false, w.id)),
+                (WorkGrad::Rows { rows, nnz, values }, Kind::Table { dim, .. }) if nnz > 0 => {
+                    spans.push((rows, rows + 4 * nnz, false, w.id));
+                    spans.push((values, values + 4 * nnz * dim, false, w.id));
+                }
+                _ => {}
+            }
         }
         spans.sort_unstable_by_key(|s| s.0);
         let mut furthest: Option<(usize, bool, u32)> = None;
@@ -325,19 +418,88 @@ fn step_count(value: f32) -> Option<u64> {
         .then_some(value as u64)
 }
 
+/// The value at index `slot` of a record's float32 `step` storage.
+///
+/// # Safety
+///
+/// `slot < kind.counts()` and the record's step tensor is alive.
+unsafe fn read_step(r: &Rec, slot: usize) -> f32 {
+    // SAFETY: the caller's contract; `step_ptr` is the float32 storage of
+    // `kind.counts()` values the Python layer created, held by `step_data`.
+    unsafe { *(r.step_ptr as *const f32).add(slot) }
+}
+
+/// A parameter's moments as 1-D NumPy arrays: float32, or int16 holding
+/// bfloat16 bits.
+type Moments<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
+
+/// A NumPy array over `lanes` lanes of a state buffer at `ptr`, based on
+/// `owner`.
+///
+/// # Safety
+///
+/// `ptr` points to `lanes` initialised lanes of `dtype` that live as long
+/// as `owner`.
+unsafe fn lend<'py>(
+    ptr: *const u8,
+    lanes: usize,
+    dtype: Dtype,
+    owner: Bound<'py, PyAny>,
+) -> Bound<'py, PyAny> {
+    let empty = lanes == 0;
+    // SAFETY: the caller's contract (an empty view needs an aligned,
+    // non-null pointer only).
+    unsafe {
+        match dtype {
+            Dtype::F32 => {
+                let p = if empty {
+                    std::ptr::NonNull::<f32>::dangling().as_ptr()
+                } else {
+                    ptr.cast::<f32>().cast_mut()
+                };
+                PyArray1::borrow_from_array(
+                    &ArrayView1::from_shape_ptr(lanes, p.cast_const()),
+                    owner,
+                )
+                .into_any()
+            }
+            _ => {
+                let p = if empty {
+                    std::ptr::NonNull::<i16>::dangling().as_ptr()
+                } else {
+                    ptr.cast::<i16>().cast_mut()
+                };
+                PyArray1::borrow_from_array(
+                    &ArrayView1::from_shape_ptr(lanes, p.cast_const()),
+                    owner,
+                )
+                .into_any()
+            }
+        }
+    }
+}
+
+/// The address and dtype of a state buffer.
+fn buffer(lanes: &mut LanesMut<'_>) -> (*const u8, Dtype) {
+    match lanes {
+        LanesMut::F32(x) => (x.as_ptr().cast(), Dtype::F32),
+        LanesMut::Bf16(x) => (x.as_ptr().cast(), Dtype::Bf16),
+        LanesMut::F16(x) => (x.as_ptr().cast(), Dtype::F16),
+        _ => (std::ptr::null(), Dtype::F32),
+    }
+}
+
 #[pymethods]
 impl Engine {
-    /// An engine with no groups. `strided`, `float32` and `complex64` are
-    /// torch's objects, against which gradients are checked.
+    /// An engine with no groups. `strided` is torch's `torch.strided`,
+    /// against which gradients are checked.
     #[new]
-    fn new(strided: Py<PyAny>, float32: Py<PyAny>, complex64: Py<PyAny>) -> Self {
+    fn new(strided: Py<PyAny>) -> Self {
         Engine {
             opt: Adopt::new(),
             recs: Vec::new(),
             groups: Vec::new(),
             strided,
-            float32,
-            complex64,
             work: Vec::new(),
         }
     }
@@ -384,32 +546,69 @@ impl Engine {
     }
 
     /// Registers a parameter the Python layer has validated: a contiguous
-    /// CPU tensor of `numel` float32 (or complex64, `complex`) elements at
-    /// `data_ptr`. Returns its id.
+    /// CPU tensor of `numel` elements at `data_ptr` whose dtype is `dtype`
+    /// (torch's object), stepped as `kind` (`"float32"`, `"complex64"`,
+    /// `"bfloat16"`, `"float16"`, or `"table"`: a float32 embedding table
+    /// of rows of `dim` elements), its moments stored as `moments`
+    /// (`"float32"` or `"bfloat16"`). Returns its id.
+    #[pyo3(signature = (group, param, numel, kind, dtype, data_ptr, moments, dim=0))]
+    #[allow(clippy::too_many_arguments)]
     fn add_param(
         &mut self,
         py: Python<'_>,
         group: usize,
         param: Py<PyAny>,
         numel: usize,
-        complex: bool,
+        kind: &str,
+        dtype: Py<PyAny>,
         data_ptr: usize,
+        moments: &str,
+        dim: usize,
     ) -> PyResult<u32> {
-        let lanes = if complex { 2 * numel } else { numel };
         let context = format!("param_groups[{group}]");
+        let kind = match kind {
+            "float32" => Kind::F32,
+            "complex64" => Kind::Complex,
+            "bfloat16" => Kind::Bf16,
+            "float16" => Kind::F16,
+            "table" if dim > 0 && numel.is_multiple_of(dim) && (numel / dim) as u64 <= 1 << 32 => {
+                Kind::Table {
+                    rows: numel / dim,
+                    dim,
+                }
+            }
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "{context}: cannot register a {other} parameter of {numel} elements (rows of {dim})"
+                )));
+            }
+        };
+        let layout = match kind {
+            Kind::F32 => Layout::dense(numel),
+            Kind::Complex => Layout::complex(numel),
+            Kind::Bf16 => Layout::dense(numel).params(Dtype::Bf16),
+            Kind::F16 => Layout::dense(numel).params(Dtype::F16),
+            Kind::Table { rows, dim } => Layout::rows(rows, dim),
+        };
+        let layout = match moments {
+            "float32" => layout,
+            "bfloat16" => layout.exp_avg(Dtype::Bf16).exp_avg_sq(Dtype::Bf16),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "{context}: moments must be float32 or bfloat16, not {other}"
+                )));
+            }
+        };
+        let lanes = layout.lanes().unwrap_or(0);
         let id = self
             .opt
-            .add_param(GroupId(group as u32), lanes, None)
+            .add_param(GroupId(group as u32), layout, None)
             .map_err(|e| core_error(&context, e))?;
-        let dtype = if complex {
-            self.complex64.clone_ref(py)
-        } else {
-            self.float32.clone_ref(py)
-        };
         let data = param.bind(py).getattr(intern!(py, "data"))?.unbind();
         self.recs.push(Rec {
             group,
             index: self.groups[group].len(),
+            kind,
             lanes,
             numel,
             dtype,
@@ -439,68 +638,78 @@ impl Engine {
         Ok(())
     }
 
-    /// Gives each of `ids` a zero state where it has none, all first
-    /// moments allocated before the second ones (so each moment's buffers
-    /// lie in order in memory, as `Adopt` lays out the states it creates).
+    /// Gives each of `ids` a zero state where it has none, the f32 states'
+    /// first moments allocated before the second ones (so each moment's
+    /// buffers lie in order in memory, as `Adopt` lays out the states it
+    /// creates).
     fn prepare_states(&mut self, ids: Vec<u32>) -> PyResult<()> {
         let new: Vec<u32> = ids
             .into_iter()
-            .filter(|&id| matches!(self.opt.state(ParamId(id)), Ok(None)))
+            .filter(|&id| matches!(self.opt.param_state(ParamId(id)), Ok(None)))
             .collect();
-        let firsts: Vec<Vec<f32>> = new
+        let plain = |opt: &Adopt, id: u32| {
+            opt.layout(ParamId(id)).is_ok_and(|l| {
+                !matches!(l.shape(), Shape::Rows { .. })
+                    && l.state_dtypes() == (Dtype::F32, Dtype::F32)
+            })
+        };
+        let (plain_ids, other): (Vec<u32>, Vec<u32>) =
+            new.into_iter().partition(|&id| plain(&self.opt, id));
+        let firsts: Vec<Vec<f32>> = plain_ids
             .iter()
             .map(|&id| vec![0.0; self.recs[id as usize].lanes])
             .collect();
-        let seconds: Vec<Vec<f32>> = new
+        let seconds: Vec<Vec<f32>> = plain_ids
             .iter()
             .map(|&id| vec![0.0; self.recs[id as usize].lanes])
             .collect();
-        for ((id, m), v) in new.into_iter().zip(firsts).zip(seconds) {
+        for ((id, m), v) in plain_ids.into_iter().zip(firsts).zip(seconds) {
             self.opt
                 .set_state(ParamId(id), State::from_parts(m, v, 0))
+                .map_err(|e| core_error("", e))?;
+        }
+        for id in other {
+            self.opt
+                .init_state(ParamId(id), None)
                 .map_err(|e| core_error("", e))?;
         }
         Ok(())
     }
 
-    /// A parameter's moments as 1-D float32 NumPy arrays over the engine's
-    /// own buffers (writable, no copy), which keep the engine alive. The
-    /// parameter must have a state ([`prepare_states`](Engine::prepare_states)).
+    /// A parameter's moments as 1-D NumPy arrays over the engine's own
+    /// buffers (writable, no copy; float32, or int16 holding bfloat16
+    /// bits), which keep the engine alive. The parameter must have a state
+    /// ([`prepare_states`](Engine::prepare_states)).
     fn arrays<'py>(slf: Bound<'py, Self>, id: u32) -> PyResult<Moments<'py>> {
         let (m, v, lanes) = {
             let mut this = slf.borrow_mut();
             let lanes = this.recs[id as usize].lanes;
             let mut state = this
                 .opt
-                .state_mut(ParamId(id))
+                .param_state_mut(ParamId(id))
                 .map_err(|e| core_error("", e))?
                 .ok_or_else(|| PyValueError::new_err("the parameter has no state yet"))?;
             (
-                state.exp_avg_mut().as_mut_ptr(),
-                state.exp_avg_sq_mut().as_mut_ptr(),
+                buffer(&mut state.exp_avg),
+                buffer(&mut state.exp_avg_sq),
                 lanes,
             )
         };
-        // SAFETY: the buffers are `lanes` initialised f32 owned by the
+        // SAFETY: the buffers are `lanes` initialised lanes owned by the
         // engine's `Adopt`, which never replaces a state it lent (the
-        // engine calls `set_state` only for parameters without one), so
-        // they stay valid while the engine, the arrays' base, is alive.
+        // engine creates states only for parameters without one), so they
+        // stay valid while the engine, the arrays' base, is alive.
         unsafe {
-            let m = PyArray1::borrow_from_array(
-                &ArrayView1::from_shape_ptr(lanes, m.cast_const()),
-                slf.clone().into_any(),
-            );
-            let v = PyArray1::borrow_from_array(
-                &ArrayView1::from_shape_ptr(lanes, v.cast_const()),
-                slf.into_any(),
-            );
+            let m = lend(m.0, lanes, m.1, slf.clone().into_any());
+            let v = lend(v.0, lanes, v.1, slf.into_any());
             Ok((m, v))
         }
     }
 
     /// Records the tensors the Python layer put in `state[param]` (views of
-    /// [`arrays`](Engine::arrays), and `step`, a float32 scalar tensor it
-    /// created), and sets the step count to `count`.
+    /// [`arrays`](Engine::arrays), and `step`, a contiguous float32 tensor
+    /// of one step count, or one per row of a table, that it created and
+    /// checked), and takes the step counts from `step`.
     fn bind(
         &mut self,
         py: Python<'_>,
@@ -508,39 +717,70 @@ impl Engine {
         exp_avg: Py<PyAny>,
         exp_avg_sq: Py<PyAny>,
         step: Py<PyAny>,
-        count: u64,
     ) -> PyResult<()> {
-        let mut state = self
-            .opt
-            .state_mut(ParamId(id))
-            .map_err(|e| core_error("", e))?
-            .ok_or_else(|| PyValueError::new_err("the parameter has no state yet"))?;
+        let kind = self.recs[id as usize].kind;
         let step_data = step.bind(py).getattr(intern!(py, "data"))?;
+        let numel: usize = step_data.call_method0(intern!(py, "numel"))?.extract()?;
+        if numel != kind.counts() {
+            return Err(PyValueError::new_err(format!(
+                "the step tensor of {} has {numel} counts, not {}",
+                self.label(id),
+                kind.counts()
+            )));
+        }
         let step_ptr: usize = step_data.call_method0(intern!(py, "data_ptr"))?.extract()?;
-        let step_data = step_data.unbind();
-        *state.step_mut() = count;
+        // SAFETY: a float32 tensor of `numel` values (the Python layer
+        // created it), alive while `step_data` is.
+        let values = unsafe { std::slice::from_raw_parts(step_ptr as *const f32, numel) };
+        let counts: Vec<u64> = values
+            .iter()
+            .map(|&x| step_count(x))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "the step counts of {} must be whole numbers >= 0",
+                    self.label(id)
+                ))
+            })?;
+        let mut steps = core_counts(&mut self.opt, id)
+            .ok_or_else(|| PyValueError::new_err("the parameter has no state yet"))?;
+        for (slot, &c) in counts.iter().enumerate() {
+            *count_at(&mut steps, slot) = c;
+        }
         let r = &mut self.recs[id as usize];
         r.exp_avg = Some(exp_avg);
         r.exp_avg_sq = Some(exp_avg_sq);
         r.step = Some(step);
-        r.step_data = Some(step_data);
+        r.step_data = Some(step_data.unbind());
         r.step_ptr = step_ptr;
         Ok(())
     }
 
-    /// A parameter's registered size (elements) and data pointer.
-    fn param_info(&self, id: u32) -> (usize, usize) {
+    /// A parameter's registered size (elements), data pointer and kind (as
+    /// [`add_param`](Engine::add_param) takes it).
+    fn param_info(&self, id: u32) -> (usize, usize, &'static str) {
         let r = &self.recs[id as usize];
-        (r.numel, r.p_ptr)
+        let kind = match r.kind {
+            Kind::F32 => "float32",
+            Kind::Complex => "complex64",
+            Kind::Bf16 => "bfloat16",
+            Kind::F16 => "float16",
+            Kind::Table { .. } => "table",
+        };
+        (r.numel, r.p_ptr, kind)
     }
 
-    /// The step count of a parameter (`None` without state).
-    fn step_count(&self, id: u32) -> PyResult<Option<u64>> {
+    /// The step counts of a parameter (one, or one per row of a table;
+    /// `None` without state).
+    fn step_count(&self, id: u32) -> PyResult<Option<Vec<u64>>> {
         Ok(self
             .opt
-            .state(ParamId(id))
+            .param_state(ParamId(id))
             .map_err(|e| core_error("", e))?
-            .map(State::step))
+            .map(|s| match s.steps {
+                Steps::Dense(c) => vec![c],
+                Steps::Rows(rows) => rows.to_vec(),
+            }))
     }
 
     /// The number of registered parameters.
@@ -551,7 +791,11 @@ impl Engine {
     /// One step over every parameter of `param_groups` (torch's list of
     /// group dicts) that has a gradient, with `state` torch's per-parameter
     /// state dict, `clip_lambda` the clip schedule (`None` for no
-    /// clipping), and GradScaler's `inv_scale` and `found_inf`.
+    /// clipping), GradScaler's `inv_scale` and `found_inf`, and `sparse`
+    /// the row-sparse gradients of tables, which the Python layer checked:
+    /// `{id: (rows, values, rows_ptr, nnz, values_ptr)}`, `rows` a
+    /// contiguous int32 tensor of `nnz` row indices in range, `values` a
+    /// contiguous float32 tensor of `nnz × dim` values.
     ///
     /// Returns `None` after stepping, or, having changed nothing: `(True,
     /// [])` when the groups' parameter lists are not the registered ones,
@@ -560,7 +804,8 @@ impl Engine {
     /// replaced, `.data` replaced, sparse or odd gradient, step count not a
     /// whole number). Errors (a core refusal, a clip schedule that failed,
     /// memory overlap) also change nothing.
-    #[pyo3(signature = (param_groups, state, clip_lambda, inv_scale, found_inf))]
+    #[pyo3(signature = (param_groups, state, clip_lambda, inv_scale, found_inf, sparse=None))]
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         py: Python<'_>,
@@ -569,6 +814,7 @@ impl Engine {
         clip_lambda: Option<Bound<'_, PyAny>>,
         inv_scale: f32,
         found_inf: bool,
+        sparse: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Attention> {
         if param_groups.len() != self.groups.len() {
             return Ok(Some((true, Vec::new())));
@@ -621,20 +867,42 @@ impl Engine {
                 // setter and `set_data` refuse another), not its dtype or
                 // size (`grad.data = ...` may change them): those are
                 // checked.
-                if !g.getattr(k_layout)?.is(&self.strided)
-                    || !g.getattr(k_dtype)?.is(&r.dtype)
-                    || g.call_method0(k_numel)?.extract::<usize>()? != r.numel
-                {
-                    attention.push(id);
-                    continue;
-                }
-                let g = if g.call_method0(k_contig)?.is_truthy()? {
-                    g
-                } else {
-                    g.call_method0(intern!(py, "contiguous"))?
+                let listed = match (r.kind, sparse) {
+                    (Kind::Table { .. }, Some(sparse)) => sparse.get_item(id)?,
+                    _ => None,
                 };
-                let g_ptr: usize = g.call_method0(k_ptr)?.extract()?;
-                keep.push(g);
+                let grad = if let Some(listed) = listed {
+                    let (rows, values, rows_ptr, nnz, values_ptr): (
+                        Bound<'_, PyAny>,
+                        Bound<'_, PyAny>,
+                        usize,
+                        usize,
+                        usize,
+                    ) = listed.extract()?;
+                    keep.push(rows);
+                    keep.push(values);
+                    WorkGrad::Rows {
+                        rows: rows_ptr,
+                        nnz,
+                        values: values_ptr,
+                    }
+                } else {
+                    if !g.getattr(k_layout)?.is(&self.strided)
+                        || !g.getattr(k_dtype)?.is(&r.dtype)
+                        || g.call_method0(k_numel)?.extract::<usize>()? != r.numel
+                    {
+                        attention.push(id);
+                        continue;
+                    }
+                    let g = if g.call_method0(k_contig)?.is_truthy()? {
+                        g
+                    } else {
+                        g.call_method0(intern!(py, "contiguous"))?
+                    };
+                    let g_ptr: usize = g.call_method0(k_ptr)?.extract()?;
+                    keep.push(g);
+                    WorkGrad::Dense(g_ptr)
+                };
                 let ours = |st: &Bound<'_, PyDict>,
                             key: &Bound<'_, pyo3::types::PyString>,
                             mine: &Option<Py<PyAny>>|
@@ -655,20 +923,39 @@ impl Engine {
                     },
                     None => false,
                 };
-                // SAFETY (read): `step_ptr` is the float32 storage of a
-                // scalar tensor the Python layer created (`r.step`, which
-                // `state` still holds, checked above), kept alive by
-                // `r.step_data`.
-                if !bound || step_count(unsafe { *(r.step_ptr as *const f32) }).is_none() {
+                let w = Work {
+                    id,
+                    kind: r.kind,
+                    p: p_ptr,
+                    grad,
+                    lanes: r.lanes,
+                };
+                let mut whole = bound;
+                if bound {
+                    let counts = r.kind.counts();
+                    let mut in_range = true;
+                    w.for_counts(|slot| {
+                        if slot >= counts {
+                            in_range = false;
+                        } else if whole {
+                            // SAFETY: `slot` is in range; `r.step` is the
+                            // tensor `state` still holds (checked above),
+                            // kept alive by `r.step_data`.
+                            whole = step_count(unsafe { read_step(r, slot) }).is_some();
+                        }
+                    });
+                    if !in_range {
+                        return Err(PyValueError::new_err(format!(
+                            "the sparse gradient of {} lists a row out of range",
+                            self.label(id)
+                        )));
+                    }
+                }
+                if !whole {
                     attention.push(id);
                     continue;
                 }
-                self.work.push(Work {
-                    id,
-                    p: p_ptr,
-                    g: g_ptr,
-                    lanes: r.lanes,
-                });
+                self.work.push(w);
             }
         }
         if !attention.is_empty() {
@@ -678,49 +965,50 @@ impl Engine {
 
         // Step counts written to the state's `step` tensors from Python are
         // taken over (restored below if the step is refused).
-        let mut taken_over: Vec<(u32, u64)> = Vec::new();
+        let mut taken_over: Vec<(u32, usize, u64)> = Vec::new();
         for w in &self.work {
             let r = &self.recs[w.id as usize];
-            // SAFETY: as above.
-            let wanted = step_count(unsafe { *(r.step_ptr as *const f32) }).expect("checked above");
-            let mut s = self
-                .opt
-                .state_mut(ParamId(w.id))
-                .map_err(|e| core_error("", e))?
-                .expect("bound parameters have state");
-            let count = *s.step_mut();
-            // The tensor holds the count rounded to f32 (exact to 2^24):
-            // only a different value is a change.
-            if wanted as f32 != count as f32 {
-                taken_over.push((w.id, count));
-                *s.step_mut() = wanted;
-            }
+            let mut steps = core_counts(&mut self.opt, w.id).expect("bound parameters have state");
+            w.for_counts(|slot| {
+                // SAFETY: as above.
+                let wanted = step_count(unsafe { read_step(r, slot) }).expect("checked above");
+                let count = count_at(&mut steps, slot);
+                // The tensor holds the count rounded to f32 (exact to
+                // 2^24): only a different value is a change.
+                if wanted as f32 != *count as f32 {
+                    taken_over.push((w.id, slot, *count));
+                    *count = wanted;
+                }
+            });
         }
-        let restore = |opt: &mut Adopt, taken_over: &[(u32, u64)]| {
-            for &(id, count) in taken_over {
-                if let Ok(Some(mut s)) = opt.state_mut(ParamId(id)) {
-                    *s.step_mut() = count;
+        let restore = |opt: &mut Adopt, taken_over: &[(u32, usize, u64)]| {
+            for &(id, slot, count) in taken_over.iter().rev() {
+                if let Some(mut steps) = core_counts(opt, id) {
+                    *count_at(&mut steps, slot) = count;
                 }
             }
         };
 
         // The clip schedule: called once per group and step count, in
-        // Python; a constant threshold for each group whose parameters are
-        // all at one step count (the usual case), a table otherwise.
+        // Python; a constant threshold for each group whose parameters (and
+        // touched rows) are all at one step count (the usual case), a table
+        // otherwise.
         let mut table: Vec<(u64, f64)> = Vec::new();
         let mut counts_of: Vec<Vec<u64>> = vec![Vec::new(); self.groups.len()];
         for w in &self.work {
             let r = &self.recs[w.id as usize];
-            let count = self
-                .opt
-                .state(ParamId(w.id))
-                .ok()
-                .flatten()
-                .map_or(0, State::step);
             let counts = &mut counts_of[r.group];
-            if count > 0 && !counts.contains(&count) {
-                counts.push(count);
-            }
+            let mut steps = core_counts(&mut self.opt, w.id).expect("bound parameters have state");
+            w.for_counts(|slot| {
+                let count = *count_at(&mut steps, slot);
+                if count > 0 && counts.last() != Some(&count) {
+                    counts.push(count);
+                }
+            });
+        }
+        for counts in &mut counts_of {
+            counts.sort_unstable();
+            counts.dedup();
         }
         let result = (|| -> PyResult<()> {
             for (gi, counts) in counts_of.iter().enumerate() {
@@ -779,35 +1067,7 @@ impl Engine {
             }
         }
 
-        let mut items: Vec<Item<'_>> = self
-            .work
-            .iter()
-            .map(|w| {
-                let (params, grads): (&mut [f32], &[f32]) = if w.lanes == 0 {
-                    (&mut [], &[])
-                } else {
-                    // SAFETY: the Python layer checked that each parameter
-                    // is a contiguous CPU tensor of `lanes` f32 lanes at
-                    // `p` (re-checked above: the same pointer, into the
-                    // storage the record holds) and no
-                    // two parameters overlap; each gradient was checked
-                    // above (dtype, layout, device, size, contiguity) and
-                    // overlaps no parameter (check_overlap). `keep` and the
-                    // records hold the tensors until the step is over.
-                    unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(w.p as *mut f32, w.lanes),
-                            std::slice::from_raw_parts(w.g as *const f32, w.lanes),
-                        )
-                    }
-                };
-                Item {
-                    id: ParamId(w.id),
-                    params,
-                    grads: Some(grads),
-                }
-            })
-            .collect();
+        let mut items: Vec<Entry<'_>> = self.work.iter().map(entry).collect();
         let scaling = Scaling {
             inv_scale,
             found_inf,
@@ -817,9 +1077,14 @@ impl Engine {
             opt.step_scaled(&mut items, scaling)?;
             if !found_inf {
                 for w in work {
-                    let count = opt.state(ParamId(w.id))?.map_or(0, State::step);
-                    // SAFETY: as above; a plain store to the step tensor.
-                    unsafe { *(recs[w.id as usize].step_ptr as *mut f32) = count as f32 };
+                    let r = &recs[w.id as usize];
+                    let mut steps = core_counts(opt, w.id).expect("stepped parameters have state");
+                    w.for_counts(|slot| {
+                        let count = *count_at(&mut steps, slot);
+                        // SAFETY: as above; a plain store to the step
+                        // tensor, `slot` in range.
+                        unsafe { *(r.step_ptr as *mut f32).add(slot) = count as f32 };
+                    });
                 }
             }
             Ok::<(), Error>(())
@@ -835,8 +1100,6 @@ impl Engine {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.strided)?;
-        visit.call(&self.float32)?;
-        visit.call(&self.complex64)?;
         for r in &self.recs {
             visit.call(&r.dtype)?;
             visit.call(&r.param)?;
@@ -861,6 +1124,62 @@ impl Engine {
             r.step = None;
             r.step_data = None;
             r.step_ptr = 0;
+        }
+    }
+}
+
+/// The core's step entry of one parameter of the step being taken.
+fn entry<'a>(w: &Work) -> Entry<'a> {
+    let n = w.lanes;
+    // SAFETY: the Python layer checked that each parameter is a contiguous
+    // CPU tensor of `lanes` lanes of its kind at `p` (re-checked by the
+    // step: the same pointer, into the storage the record holds) and no two
+    // parameters overlap; each dense gradient was checked by the step
+    // (dtype, layout, size, contiguity), each listed one by the Python
+    // layer (int32 rows in range, float32 values, contiguous), and none
+    // overlaps a parameter (check_overlap). The step's `keep` and the
+    // records hold the tensors until the step is over. Empty buffers are
+    // not read from their (possibly null) pointers.
+    unsafe {
+        let params = match w.kind {
+            Kind::Bf16 if n == 0 => LanesMut::Bf16(&mut []),
+            Kind::F16 if n == 0 => LanesMut::F16(&mut []),
+            _ if n == 0 => LanesMut::F32(&mut []),
+            Kind::Bf16 => LanesMut::Bf16(std::slice::from_raw_parts_mut(w.p as *mut bf16, n)),
+            Kind::F16 => LanesMut::F16(std::slice::from_raw_parts_mut(w.p as *mut f16, n)),
+            _ => LanesMut::F32(std::slice::from_raw_parts_mut(w.p as *mut f32, n)),
+        };
+        let grads = match (w.grad, w.kind) {
+            (WorkGrad::Rows { nnz: 0, .. }, _) => Grads::Rows {
+                rows: &[],
+                values: &[],
+            },
+            (WorkGrad::Rows { rows, nnz, values }, Kind::Table { dim, .. }) => Grads::Rows {
+                rows: std::slice::from_raw_parts(rows as *const u32, nnz),
+                values: std::slice::from_raw_parts(values as *const f32, nnz * dim),
+            },
+            (_, Kind::Bf16) if n == 0 => Grads::Dense(Lanes::Bf16(&[])),
+            (_, Kind::F16) if n == 0 => Grads::Dense(Lanes::F16(&[])),
+            _ if n == 0 => Grads::Dense(Lanes::F32(&[])),
+            (WorkGrad::Dense(g), Kind::Bf16) => {
+                Grads::Dense(Lanes::Bf16(std::slice::from_raw_parts(g as *const bf16, n)))
+            }
+            (WorkGrad::Dense(g), Kind::F16) => {
+                Grads::Dense(Lanes::F16(std::slice::from_raw_parts(g as *const f16, n)))
+            }
+            (WorkGrad::Dense(g), _) => {
+                Grads::Dense(Lanes::F32(std::slice::from_raw_parts(g as *const f32, n)))
+            }
+            // Listed rows are made for tables only; the core would refuse.
+            (WorkGrad::Rows { .. }, _) => Grads::Rows {
+                rows: &[],
+                values: &[],
+            },
+        };
+        Entry {
+            id: ParamId(w.id),
+            params,
+            grads: Some(grads),
         }
     }
 }
