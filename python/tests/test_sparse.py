@@ -85,7 +85,7 @@ def check(opt, table, model, what):
 
 
 def sparse_grad(rows, values, shape, coalesce=False):
-    g = torch.sparse_coo_tensor(torch.tensor([rows]), torch.as_tensor(values), shape)
+    g = torch.sparse_coo_tensor(torch.tensor([rows]), torch.as_tensor(values), shape, check_invariants=True)
     return g.coalesce() if coalesce else g
 
 
@@ -324,3 +324,56 @@ def test_bfloat16_moments_of_a_table_are_refused():
             [{"params": [torch.nn.Parameter(torch.randn(3, 2))], "row_sparse": True}],
             moments_dtype=torch.bfloat16,
         )
+
+
+def test_torch_save_of_a_mixed_optimizer_continues_bit_for_bit():
+    """A table, bfloat16 weights with bfloat16 moments and a float32 bias
+    in one optimizer, through torch.save / torch.load of its state dict."""
+    import io
+
+    def build(seed):
+        torch.manual_seed(seed)
+        emb = torch.nn.Embedding(20, 4, sparse=True)
+        lin = torch.nn.Linear(4, 2)
+        lin.weight.data = lin.weight.data.to(torch.bfloat16)
+        opt = ADOPT(
+            [
+                {"params": emb.parameters(), "row_sparse": True},
+                {"params": [lin.weight], "moments_dtype": torch.bfloat16},
+                {"params": [lin.bias]},
+            ],
+            lr=LR,
+        )
+        return emb, lin, opt
+
+    def train(emb, lin, opt, steps, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            opt.zero_grad()
+            idx = torch.randint(0, 20, (6,), generator=g)
+            x = emb(idx)
+            y = x.to(torch.bfloat16) @ lin.weight.t()
+            (y.float() + lin.bias).pow(2).sum().backward()
+            opt.step()
+
+    a = build(0)
+    train(*a, 3, 1)
+    buf = io.BytesIO()
+    torch.save(a[2].state_dict(), buf)
+    b = build(2)
+    for pa, pb in zip(list(a[0].parameters()) + list(a[1].parameters()),
+                      list(b[0].parameters()) + list(b[1].parameters())):
+        pb.data.copy_(pa.detach())
+    buf.seek(0)
+    b[2].load_state_dict(torch.load(buf, weights_only=False))
+    assert b[2].param_groups[1]["moments_dtype"] == torch.bfloat16
+    train(*a, 3, 5)
+    train(*b, 3, 5)
+    pa = list(a[0].parameters()) + list(a[1].parameters())
+    pb = list(b[0].parameters()) + list(b[1].parameters())
+    for x, y in zip(pa, pb):
+        assert same_bits(x.detach(), y.detach())
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            assert same_bits(a[2].state[x][k], b[2].state[y][k])
+    assert a[2].state[a[1].weight]["exp_avg"].dtype == torch.bfloat16
+    assert a[2].state[a[0].weight]["step"].shape == (20,)
