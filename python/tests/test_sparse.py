@@ -165,7 +165,9 @@ def test_empty_sparse_gradient_changes_nothing():
     table.grad = sparse_grad([1], torch.ones(1, 2), (4, 2))
     opt.step()
     before = table.detach().clone(), opt.state[table]["step"].clone()
-    table.grad = torch.sparse_coo_tensor(torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 2), (4, 2))
+    table.grad = torch.sparse_coo_tensor(
+        torch.zeros(1, 0, dtype=torch.long), torch.zeros(0, 2), (4, 2), check_invariants=True
+    )
     opt.step()
     assert same_bits(table.detach(), before[0]) and same_bits(opt.state[table]["step"], before[1])
 
