@@ -275,7 +275,10 @@ def trained_pair():
             r"sparse gradient of param_groups\[0\]\['params'\]\[0\].*float64",
         ),
         (
-            lambda: (torch.sparse_coo_tensor(torch.tensor([[1], [2]]), torch.ones(1), (6, 3)), torch.ones(6, 3)),
+            lambda: (
+                torch.sparse_coo_tensor(torch.tensor([[1], [2]]), torch.ones(1), (6, 3), check_invariants=True),
+                torch.ones(6, 3),
+            ),
             ValueError,
             r"param_groups\[0\]\['params'\]\[0\].*sparse_dim 2",
         ),
@@ -379,3 +382,41 @@ def test_torch_save_of_a_mixed_optimizer_continues_bit_for_bit():
             assert same_bits(a[2].state[x][k], b[2].state[y][k])
     assert a[2].state[a[1].weight]["exp_avg"].dtype == torch.bfloat16
     assert a[2].state[a[0].weight]["step"].shape == (20,)
+
+
+def test_grad_scaler_unscales_sparse_table_gradients_in_the_step():
+    """GradScaler("cpu") with a table: the unscaling is fused into the
+    row-sparse step (bit for bit the unscaled step, for the scaler's powers
+    of two), and a step with an inf gradient changes nothing."""
+    def run(scaled, poison=False, steps=4):
+        torch.manual_seed(12)
+        emb = torch.nn.Embedding(10, 3, sparse=True)
+        opt = ADOPT([{"params": emb.parameters(), "row_sparse": True}], lr=LR)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1000)
+        for t in range(steps):
+            opt.zero_grad()
+            loss = emb(torch.tensor([1, 4, 4, 7 if t % 2 else 2])).pow(2).sum()
+            if poison and t == 3:
+                loss = loss * float("inf")
+            if scaled:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+        return emb.weight.detach().clone(), {k: v.clone() for k, v in opt.state[emb.weight].items()}
+
+    plain, scaled = run(False), run(True)
+    assert same_bits(plain[0], scaled[0])
+    for k in ("step", "exp_avg", "exp_avg_sq"):
+        assert same_bits(plain[1][k], scaled[1][k])
+    poisoned = run(True, poison=True)
+    three = run(False, steps=3)  # step 4 skipped: the state after three steps
+    assert same_bits(poisoned[0], three[0])
+    for k in ("step", "exp_avg", "exp_avg_sq"):
+        assert same_bits(poisoned[1][k], three[1][k])
+    counts = np.zeros(10)
+    for t in range(3):  # the rows of the three steps taken
+        counts[np.unique([1, 4, 4, 7 if t % 2 else 2])] += 1
+    assert poisoned[1]["step"].tolist() == counts.tolist()
