@@ -4,7 +4,9 @@ Two ways in:
 
 - :func:`adopt_step`: one step over float32 NumPy arrays, in place.
 - :class:`adopt_rs.torch.ADOPT`: a drop-in for torch-adopt's ``ADOPT``, a
-  ``torch.optim.Optimizer`` stepping CPU tensors in place (import
+  ``torch.optim.Optimizer`` stepping CPU tensors in place (float32,
+  complex64, and bfloat16/float16 with float32 arithmetic; embedding tables
+  with row-sparse gradients in ``row_sparse=True`` groups) (import
   ``adopt_rs.torch``; needs torch, which ``import adopt_rs`` does not).
 
 Both run the crate's SIMD kernels, bit-identical to its scalar reference,
