@@ -142,6 +142,8 @@ def _param_kind(p: Any, name: str, group: Optional[Dict[str, Any]] = None) -> st
             )
         if p.shape[0] > 2**32:
             raise ValueError(f"{name} has more than 2**32 rows")
+        if p.shape[1] == 0:
+            raise ValueError(f"{name} has rows of 0 elements: an embedding table needs a dimension")
         kind = "table"
     if _MOMENTS[moments] != "float32" and kind in ("complex64", "table"):
         raise TypeError(

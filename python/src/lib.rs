@@ -731,7 +731,11 @@ impl Engine {
         let step_ptr: usize = step_data.call_method0(intern!(py, "data_ptr"))?.extract()?;
         // SAFETY: a float32 tensor of `numel` values (the Python layer
         // created it), alive while `step_data` is.
-        let values = unsafe { std::slice::from_raw_parts(step_ptr as *const f32, numel) };
+        let values: &[f32] = if numel == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(step_ptr as *const f32, numel) }
+        };
         let counts: Vec<u64> = values
             .iter()
             .map(|&x| step_count(x))

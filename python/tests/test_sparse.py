@@ -420,3 +420,17 @@ def test_grad_scaler_unscales_sparse_table_gradients_in_the_step():
     for t in range(3):  # the rows of the three steps taken
         counts[np.unique([1, 4, 4, 7 if t % 2 else 2])] += 1
     assert poisoned[1]["step"].tolist() == counts.tolist()
+
+
+def test_empty_tables():
+    """A table of no rows steps (nothing); rows of no elements are refused."""
+    empty = torch.nn.Parameter(torch.zeros(0, 4))
+    other = torch.nn.Parameter(torch.ones(2, 2))
+    opt = ADOPT([{"params": [empty, other], "row_sparse": True}], lr=LR)
+    empty.grad = torch.zeros(0, 4)
+    other.grad = sparse_grad([1], torch.ones(1, 2), (2, 2))
+    opt.step()
+    assert opt.state[empty]["step"].shape == (0,)
+    assert opt.state[other]["step"].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match=r"\['params'\]\[0\].*rows of 0 elements"):
+        ADOPT([{"params": [torch.nn.Parameter(torch.zeros(3, 0))], "row_sparse": True}])
