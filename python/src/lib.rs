@@ -1071,14 +1071,32 @@ impl Engine {
             }
         }
 
-        let mut items: Vec<Entry<'_>> = self.work.iter().map(entry).collect();
+        // All f32 lanes with dense gradients (the usual case): the core's
+        // `Item`s, as before half precision and tables; else `Entry`s.
+        let plain = self.work.iter().all(|w| {
+            matches!(w.kind, Kind::F32 | Kind::Complex) && matches!(w.grad, WorkGrad::Dense(_))
+        });
+        let mut items: Vec<Item<'_>> = if plain {
+            self.work.iter().map(item).collect()
+        } else {
+            Vec::new()
+        };
+        let mut entries: Vec<Entry<'_>> = if plain {
+            Vec::new()
+        } else {
+            self.work.iter().map(entry).collect()
+        };
         let scaling = Scaling {
             inv_scale,
             found_inf,
         };
         let (opt, recs, work) = (&mut self.opt, &self.recs, &self.work);
         let stepped = py.detach(|| {
-            opt.step_scaled(&mut items, scaling)?;
+            if plain {
+                opt.step_scaled(&mut items, scaling)?;
+            } else {
+                opt.step_scaled(&mut entries, scaling)?;
+            }
             if !found_inf {
                 for w in work {
                     let r = &recs[w.id as usize];
@@ -1094,6 +1112,7 @@ impl Engine {
             Ok::<(), Error>(())
         });
         drop(items);
+        drop(entries);
         drop(keep);
         if let Err(e) = stepped {
             restore(&mut self.opt, &taken_over);
@@ -1128,6 +1147,32 @@ impl Engine {
             r.step = None;
             r.step_data = None;
             r.step_ptr = 0;
+        }
+    }
+}
+
+/// The core's step item of one parameter of the step being taken whose
+/// lanes are f32 and whose gradient is dense.
+fn item<'a>(w: &Work) -> Item<'a> {
+    let (n, g) = match w.grad {
+        WorkGrad::Dense(g) => (w.lanes, g),
+        WorkGrad::Rows { .. } => (0, 0),
+    };
+    if n == 0 {
+        return Item {
+            id: ParamId(w.id),
+            params: &mut [],
+            grads: Some(&[]),
+        };
+    }
+    // SAFETY: as for [`entry`]: a contiguous f32 parameter of `lanes`
+    // lanes at `p` and a checked dense gradient of as many at `g`, which
+    // overlap no other parameter and stay alive until the step is over.
+    unsafe {
+        Item {
+            id: ParamId(w.id),
+            params: std::slice::from_raw_parts_mut(w.p as *mut f32, n),
+            grads: Some(std::slice::from_raw_parts(g as *const f32, n)),
         }
     }
 }
