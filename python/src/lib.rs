@@ -7,7 +7,11 @@
 //!   (`adopt_rs.torch.ADOPT`). One call of [`Engine::step`] reads every
 //!   parameter's gradient, checks that nothing the optimizer relies on has
 //!   changed, and runs one validated `Adopt::step_scaled` over all of them
-//!   with the GIL released. The moments live in the `Adopt` state and are
+//!   with the GIL released. Each parameter is registered with its core
+//!   `Layout`: f32 (complex as f32 lanes), bf16/f16 parameters and
+//!   gradients (f32 arithmetic, round to nearest even), f32 or bf16
+//!   moments, or a row-sparse embedding table (a step count per row; its
+//!   sparse gradients arrive as listed rows and their values). The moments live in the `Adopt` state and are
 //!   lent to Python as NumPy arrays ([`Engine::arrays`]), which the Python
 //!   side wraps in torch tensors: no copy per step.
 //!
