@@ -450,37 +450,33 @@ unsafe fn lend<'py>(
     dtype: Dtype,
     owner: Bound<'py, PyAny>,
 ) -> Bound<'py, PyAny> {
-    let empty = lanes == 0;
-    // SAFETY: the caller's contract (an empty view needs an aligned,
-    // non-null pointer only).
+    // SAFETY: the caller's contract.
     unsafe {
         match dtype {
-            Dtype::F32 => {
-                let p = if empty {
-                    std::ptr::NonNull::<f32>::dangling().as_ptr()
-                } else {
-                    ptr.cast::<f32>().cast_mut()
-                };
-                PyArray1::borrow_from_array(
-                    &ArrayView1::from_shape_ptr(lanes, p.cast_const()),
-                    owner,
-                )
-                .into_any()
-            }
-            _ => {
-                let p = if empty {
-                    std::ptr::NonNull::<i16>::dangling().as_ptr()
-                } else {
-                    ptr.cast::<i16>().cast_mut()
-                };
-                PyArray1::borrow_from_array(
-                    &ArrayView1::from_shape_ptr(lanes, p.cast_const()),
-                    owner,
-                )
-                .into_any()
-            }
+            Dtype::F32 => lend_as::<f32>(ptr, lanes, owner),
+            _ => lend_as::<i16>(ptr, lanes, owner),
         }
     }
+}
+
+/// [`lend`] for lanes of type `T`.
+///
+/// # Safety
+///
+/// As [`lend`]'s, with `T` the lanes' type.
+unsafe fn lend_as<'py, T: numpy::Element>(
+    ptr: *const u8,
+    lanes: usize,
+    owner: Bound<'py, PyAny>,
+) -> Bound<'py, PyAny> {
+    // An empty view needs an aligned, non-null pointer only.
+    let p = if lanes == 0 {
+        std::ptr::NonNull::<T>::dangling().as_ptr().cast_const()
+    } else {
+        ptr.cast::<T>()
+    };
+    // SAFETY: the caller's contract.
+    unsafe { PyArray1::borrow_from_array(&ArrayView1::from_shape_ptr(lanes, p), owner).into_any() }
 }
 
 /// The address and dtype of a state buffer.
