@@ -47,7 +47,6 @@ use crate::error::{Buffer, Error};
 use crate::hyper::{Hyper, Scaling, StepConstants};
 use crate::kernel::Kernel;
 use crate::kernel::generic::{self, Master, Plain, Round};
-#[cfg(feature = "alloc")]
 use crate::lanes::{Lanes, LanesMut};
 use crate::prepare;
 use crate::state::StateView;
@@ -63,10 +62,26 @@ mod sealed {
     /// The kernels' storage types: a lane type is one the kernels load
     /// and store in registers.
     #[allow(private_bounds)]
-    pub trait Sealed: crate::kernel::generic::Storage {}
-    impl Sealed for f32 {}
-    impl Sealed for half::bf16 {}
-    impl Sealed for half::f16 {}
+    pub trait Sealed: crate::kernel::generic::Storage {
+        /// The slice as [`Lanes`](crate::Lanes): the generic front ends
+        /// hand the step to one function compiled here for every type.
+        fn lanes(x: &[Self]) -> crate::Lanes<'_>;
+        /// The slice as [`LanesMut`](crate::LanesMut).
+        fn lanes_mut(x: &mut [Self]) -> crate::LanesMut<'_>;
+    }
+    macro_rules! sealed {
+        ($($t:ty),*) => {$(
+            impl Sealed for $t {
+                fn lanes(x: &[Self]) -> crate::Lanes<'_> {
+                    x.into()
+                }
+                fn lanes_mut(x: &mut [Self]) -> crate::LanesMut<'_> {
+                    x.into()
+                }
+            }
+        )*};
+    }
+    sealed!(f32, half::bf16, half::f16);
 }
 
 /// A storage type for the second moment `v`: `f32` or `bf16` (sealed).
@@ -315,7 +330,6 @@ pub(crate) fn caution_count_typed<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     crate::parallel::count_typed(kernel, p, g, m, v, k)
 }
 
-#[cfg(feature = "alloc")]
 /// Calls `$body` with `$x` bound to the slice inside a [`LanesMut`] (or
 /// [`Lanes`]), whatever its type.
 macro_rules! with_lanes {
@@ -328,7 +342,6 @@ macro_rules! with_lanes {
     };
 }
 
-#[cfg(feature = "alloc")]
 /// [`step_typed`] over whole buffers whose types are known at run time
 /// (the optimizer's layouts), across the pool when large. `v` is f32 or
 /// bf16 (layouts refuse f16).
@@ -352,7 +365,6 @@ pub(crate) fn step_lanes(
     )))
 }
 
-#[cfg(feature = "alloc")]
 /// [`step_master_typed`] over buffers whose types are known at run time:
 /// the master is stepped as [`step_lanes`] would step f32 parameters and
 /// the parameters rounded from it in the same pass (`k.step`, the steps
@@ -379,7 +391,6 @@ pub(crate) fn step_master_lanes(
     )))
 }
 
-#[cfg(feature = "alloc")]
 /// The caution count of buffers whose types are known at run time.
 pub(crate) fn count_lanes(
     kernel: Kernel,
@@ -402,11 +413,11 @@ pub(crate) fn count_lanes(
 
 /// Validates a half-precision step and applies its cautious pre-pass: the
 /// kernel and the constants, or the error.
-fn prepare_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
-    params: &[P],
-    grads: &[G],
-    exp_avg: &[M],
-    exp_avg_sq: &[V],
+fn prepare_half(
+    params: Lanes<'_>,
+    grads: Lanes<'_>,
+    exp_avg: Lanes<'_>,
+    exp_avg_sq: Lanes<'_>,
     step: u64,
     hyper: &Hyper,
 ) -> Result<(Kernel, StepConstants), Error> {
@@ -414,7 +425,7 @@ fn prepare_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     prepare::lengths(params.len(), grads.len(), exp_avg.len(), exp_avg_sq.len())?;
     let mut k = prepare::constants(step, hyper, Scaling::default())?;
     prepare::caution(&mut k, params.len(), None, |k| {
-        caution_count_typed(kernel, params, grads, exp_avg, exp_avg_sq, k)
+        count_lanes(kernel, params, grads, exp_avg, exp_avg_sq, k)
     });
     Ok((kernel, k))
 }
@@ -436,8 +447,25 @@ pub fn adopt_step_half<P: Lane, G: Lane, M: Lane, V: SecondMoment>(
     hyper: &Hyper,
     rounding: Rounding,
 ) -> Result<(), Error> {
-    let (kernel, k) = prepare_half(params, grads, exp_avg, exp_avg_sq, *step, hyper)?;
-    step_typed(kernel, params, grads, exp_avg, exp_avg_sq, &k, rounding, 0);
+    let (p, g) = (P::lanes_mut(params), G::lanes(grads));
+    let (m, v) = (M::lanes_mut(exp_avg), V::lanes_mut(exp_avg_sq));
+    step_half(p, g, m, v, step, hyper, rounding)
+}
+
+/// The body of [`adopt_step_half`], not generic: the kernels for every mix
+/// of types are compiled once, in this crate, rather than again in every
+/// crate that calls the generic front end.
+fn step_half(
+    p: LanesMut<'_>,
+    g: Lanes<'_>,
+    m: LanesMut<'_>,
+    v: LanesMut<'_>,
+    step: &mut u64,
+    hyper: &Hyper,
+    rounding: Rounding,
+) -> Result<(), Error> {
+    let (kernel, k) = prepare_half(p.as_lanes(), g, m.as_lanes(), v.as_lanes(), *step, hyper)?;
+    step_lanes(kernel, p, g, m, v, &k, rounding);
     *step += 1;
     Ok(())
 }
@@ -467,6 +495,25 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
     hyper: &Hyper,
     rounding: Rounding,
 ) -> Result<(), Error> {
+    step_master(
+        master,
+        P::lanes_mut(params),
+        G::lanes(grads),
+        state,
+        hyper,
+        rounding,
+    )
+}
+
+/// The body of [`adopt_step_master`], not generic (see [`step_half`]).
+fn step_master(
+    master: &mut [f32],
+    params: LanesMut<'_>,
+    grads: Lanes<'_>,
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+    rounding: Rounding,
+) -> Result<(), Error> {
     if params.len() != master.len() {
         return Err(Error::LengthMismatch {
             buffer: Buffer::Params,
@@ -475,8 +522,24 @@ pub fn adopt_step_master<P: Lane, G: Lane>(
         });
     }
     let (m, v) = (&mut *state.exp_avg, &mut *state.exp_avg_sq);
-    let (kernel, k) = prepare_half(master, grads, m, v, *state.step, hyper)?;
-    step_master_typed(kernel, master, params, grads, m, v, &k, rounding, 0);
+    let (kernel, k) = prepare_half(
+        (&*master).into(),
+        grads,
+        (&*m).into(),
+        (&*v).into(),
+        *state.step,
+        hyper,
+    )?;
+    step_master_lanes(
+        kernel,
+        master,
+        params,
+        grads,
+        m.into(),
+        v.into(),
+        &k,
+        rounding,
+    );
     *state.step += 1;
     Ok(())
 }

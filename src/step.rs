@@ -125,7 +125,20 @@ pub fn adopt_step_ext<S: AsStateView + ?Sized>(
     hyper: &Hyper,
     options: &StepOptions,
 ) -> Result<(), Error> {
-    let state = &mut state.as_state_view();
+    step_dense(params, grads, &mut state.as_state_view(), hyper, options)
+}
+
+/// The body of [`adopt_step_ext`], not generic: compiled once, in this
+/// crate, rather than in every crate that calls the generic front ends
+/// (each instantiation of a generic step at opt-level 3 recompiled every
+/// kernel).
+fn step_dense(
+    params: &mut [f32],
+    grads: &[f32],
+    state: &mut StateView<'_>,
+    hyper: &Hyper,
+    options: &StepOptions,
+) -> Result<(), Error> {
     let (kernel, Some(mut k)) = prepare_dense(params.len(), grads.len(), state, hyper, options)?
     else {
         return Ok(());

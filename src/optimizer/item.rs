@@ -83,9 +83,26 @@ impl<'a, T: Into<Lanes<'a>>> From<T> for Grads<'a> {
 }
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::Item<'_> {}
-    impl Sealed for super::Entry<'_> {}
+    use crate::{Adopt, Error, Scaling};
+
+    pub trait Sealed: Sized {
+        /// [`Adopt::step_scaled`] for this item type: one non-generic
+        /// function per type, compiled in this crate, so that callers do
+        /// not compile the whole step again.
+        fn step_scaled(opt: &mut Adopt, items: &mut [Self], scaling: Scaling) -> Result<(), Error>;
+    }
+    impl Sealed for super::Item<'_> {
+        #[inline(never)]
+        fn step_scaled(opt: &mut Adopt, items: &mut [Self], scaling: Scaling) -> Result<(), Error> {
+            opt.step_items(items, scaling)
+        }
+    }
+    impl Sealed for super::Entry<'_> {
+        #[inline(never)]
+        fn step_scaled(opt: &mut Adopt, items: &mut [Self], scaling: Scaling) -> Result<(), Error> {
+            opt.step_items(items, scaling)
+        }
+    }
 }
 
 /// A step item: [`Item`] (dense f32) or [`Entry`] (any layout). Sealed.

@@ -469,6 +469,17 @@ impl Adopt {
         items: &mut [T],
         scaling: Scaling,
     ) -> Result<(), Error> {
+        T::step_scaled(self, items, scaling)
+    }
+
+    /// The body of [`step_scaled`](Adopt::step_scaled), instantiated only
+    /// in this crate (for [`Item`] and [`Entry`], through the sealed
+    /// trait), never in a caller's.
+    pub(crate) fn step_items<T: StepItem>(
+        &mut self,
+        items: &mut [T],
+        scaling: Scaling,
+    ) -> Result<(), Error> {
         let kernel = crate::prepare::kernel(self.kernel)?;
         let plan = self.validate_waking_pool(items, scaling)?;
         if scaling.found_inf {
