@@ -1023,13 +1023,21 @@ pub(crate) unsafe fn step_body<
         }
         let (q, h) = (I::Q::LANES, I::H::LANES);
         let at = body;
-        if q < n && rest <= q {
+        // The narrower tails pay on small f32 buffers (many small tensors
+        // batched into one call among them); the half-precision steps
+        // (the `Dynamic` variant over other storage types, bound by
+        // memory) take the partial main vector alone, which keeps 5 of
+        // their 7 inlined copies of the step out of the build (each
+        // storage mix is instantiated for every instruction set).
+        let all_f32 = X::P::F32 && G::F32 && M::F32 && W::F32;
+        let narrow_tails = O::SCALED != DYNAMIC || all_f32;
+        if narrow_tails && q < n && rest <= q {
             if rest == q {
                 vector::<I::Q, X, G, M, W, false>(&mut out, g, m, v, at, k, &plan);
             } else {
                 vector::<I::Q, X, G, M, W, true>(&mut out, g, m, v, at, k, &plan);
             }
-        } else if h < n && rest <= h {
+        } else if narrow_tails && h < n && rest <= h {
             if rest == h {
                 vector::<I::H, X, G, M, W, false>(&mut out, g, m, v, at, k, &plan);
             } else {
