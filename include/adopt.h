@@ -271,9 +271,10 @@ typedef struct AdoptOptimizer AdoptOptimizer;
  * `adopt_hyper_default` and change the fields you need.
  *
  * `size` is the struct's size as the caller's header declares it, set by
- * `adopt_hyper_default`: fields added in later versions go at the end, and
- * the library reads only the fields the caller's struct has. A `size` the
- * library does not know is refused with `ADOPT_STATUS_INVALID_ARGUMENT`.
+ * `adopt_hyper_default`: fields added in later versions go at the end, so
+ * that a later library can tell an older caller's struct by its size and
+ * read only the fields it has. This version knows one size, its own; any
+ * other `size` is refused with `ADOPT_STATUS_INVALID_ARGUMENT`.
  */
 typedef struct AdoptHyper {
   /**

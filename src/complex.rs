@@ -7,7 +7,10 @@
 //! and the results are bit-identical to the f32 step on the interleaved
 //! lanes.
 
-use crate::{AsStateView, Error, Hyper, StateView, adopt_step};
+use crate::error::Error;
+use crate::hyper::Hyper;
+use crate::state::StateView;
+use crate::step::{AsStateView, adopt_step};
 /// The complex type this module steps, re-exported from `num-complex`.
 pub use num_complex::Complex32;
 

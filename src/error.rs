@@ -220,7 +220,7 @@ pub enum Error {
     /// [`StepOptions::kernel`](crate::StepOptions::kernel) or
     /// [`Adopt::set_kernel`](crate::Adopt::set_kernel), or
     /// by the `ADOPT_KERNEL` environment variable.
-    KernelUnavailable(crate::Kernel),
+    KernelUnavailable(crate::ids::Kernel),
     /// The `ADOPT_KERNEL` environment variable names no kernel (see
     /// [`Kernel::from_name`](crate::Kernel::from_name)); every step that
     /// uses the active kernel refuses to run until it is fixed (or

@@ -617,7 +617,7 @@ impl Hyper {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepOptions {
     /// The kernel; `None` for [`Kernel::try_active`](crate::Kernel::try_active).
-    pub kernel: Option<crate::kernel::Kernel>,
+    pub kernel: Option<crate::ids::Kernel>,
     /// Mixed-precision scaling: `inv_scale` is fused into the kernel's
     /// first operation on each gradient lane, and `found_inf` skips the
     /// step, changing nothing (inputs are still validated).

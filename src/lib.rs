@@ -75,7 +75,7 @@
 //! parallel.rs                 the only user of rayon: chunking across the pool
 //! kernel/                     the SIMD kernels: one generic body, one file per ISA
 //! hyper.rs state.rs lanes.rs  vocabulary: hyperparameters and their f32 constants,
-//! error.rs ids.rs             state, storage types, errors, ids
+//! error.rs ids.rs             state, storage types, errors, ids and kernel names
 //! reference.rs                the scalar specification; calls nothing fast
 //! ```
 //!
@@ -135,7 +135,6 @@ pub mod capi;
 pub mod complex;
 mod error;
 mod hyper;
-#[cfg(feature = "alloc")]
 mod ids;
 mod kernel;
 mod lanes;

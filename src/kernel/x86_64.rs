@@ -429,8 +429,7 @@ unsafe impl F32Vector for Avx512 {
     // loads and stores: a masked store's address range is the whole 64
     // bytes, and a load of the next buffer that overlaps it (buffers laid
     // out back to back, as `State::many` lays out moments) waits for the
-    // store to complete: 2,000 buffers of 10 lanes stepped 56 µs a step
-    // with masked tails against 33 µs (see BENCHMARKS.md).
+    // store to complete (measured in BENCHMARKS.md, "narrow tails").
     unsafe fn load_partial(src: &[f32]) -> Self {
         assert!(src.len() < 16);
         // SAFETY: AVX-512F, and AVX2 which it implies, by the trait's

@@ -40,7 +40,7 @@
 //! and are never copied by a step.
 //!
 //! f32 parameters and gradients are stepped as they are, bit-identical to
-//! [`adopt::adopt_step`] (the tests check it on Flex). Other float dtypes
+//! [`adopt::adopt_step`] (the tests check it on Flex and NdArray). Other float dtypes
 //! go through an f32 copy rounded back to the parameter's dtype by burn;
 //! that path is not tested yet and makes no bit-exactness claim.
 //!

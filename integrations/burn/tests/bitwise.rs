@@ -1,4 +1,4 @@
-//! adopt-burn steps a burn module on the Flex CPU backend exactly as
+//! adopt-burn steps a burn module on the Flex and NdArray CPU backends exactly as
 //! `adopt::adopt_step` steps the same gradients, bit for bit, through burn's
 //! ModuleOptimizer (with parameter groups and a checkpoint round trip), and
 //! refuses bad input before computing anything.
@@ -123,19 +123,31 @@ fn optimizer(layer: &Linear) -> Result<ModuleOptimizer, Error> {
     ))
 }
 
+/// The CPU backends the bit-for-bit test runs on: Flex (burn's default
+/// CPU backend) and NdArray (deprecated in burn 0.22, still shipped).
+#[allow(deprecated)]
+fn cpu_devices() -> [Device; 2] {
+    [Device::flex(), Device::ndarray()]
+}
+
 #[test]
 fn module_steps_match_adopt_step_bit_for_bit() -> Result<(), Box<dyn std::error::Error>> {
-    let device = Device::default().autodiff();
-    let mut layer = LinearConfig::new(6, 5).init(&device);
-    let (weights, biases) = hypers();
-    let mut opt = optimizer(&layer)?;
-    let mut reference = Reference::of(&layer);
-    for step in 0..6 {
-        let lr = 0.01 / (1.0 + step as f64);
-        let grads = grads_of(&layer, step, &device);
-        reference.step(&layer, &grads, lr, &weights, &biases);
-        layer = opt.step(lr, layer, grads);
-        assert!(reference.matches(&layer), "differs after step {step}");
+    for device in cpu_devices() {
+        let device = device.autodiff();
+        let mut layer = LinearConfig::new(6, 5).init(&device);
+        let (weights, biases) = hypers();
+        let mut opt = optimizer(&layer)?;
+        let mut reference = Reference::of(&layer);
+        for step in 0..6 {
+            let lr = 0.01 / (1.0 + step as f64);
+            let grads = grads_of(&layer, step, &device);
+            reference.step(&layer, &grads, lr, &weights, &biases);
+            layer = opt.step(lr, layer, grads);
+            assert!(
+                reference.matches(&layer),
+                "differs after step {step} on {device:?}"
+            );
+        }
     }
     Ok(())
 }
