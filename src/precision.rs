@@ -343,8 +343,9 @@ macro_rules! with_lanes {
 }
 
 /// [`step_typed`] over whole buffers whose types are known at run time
-/// (the optimizer's layouts), across the pool when large. `v` is f32 or
-/// bf16 (layouts refuse f16).
+/// (the optimizer's layouts, and [`adopt_step_half`]'s slices), across the
+/// pool when large. `v` is f32 or bf16 (layouts refuse f16, and
+/// [`SecondMoment`] has no f16).
 pub(crate) fn step_lanes(
     kernel: Kernel,
     p: LanesMut<'_>,
@@ -360,7 +361,7 @@ pub(crate) fn step_lanes(
         |m| match v {
             LanesMut::F32(v) => step_typed(kernel, p, g, m, v, k, rounding, 0),
             LanesMut::Bf16(v) => step_typed(kernel, p, g, m, v, k, rounding, 0),
-            LanesMut::F16(_) => unreachable!("layouts refuse an f16 second moment"),
+            LanesMut::F16(_) => unreachable!("an f16 second moment is refused before this"),
         }
     )))
 }
@@ -386,7 +387,7 @@ pub(crate) fn step_master_lanes(
         |m| match v {
             LanesMut::F32(v) => step_master_typed(kernel, master, p, g, m, v, k, rounding, 0),
             LanesMut::Bf16(v) => step_master_typed(kernel, master, p, g, m, v, k, rounding, 0),
-            LanesMut::F16(_) => unreachable!("layouts refuse an f16 second moment"),
+            LanesMut::F16(_) => unreachable!("an f16 second moment is refused before this"),
         }
     )))
 }
@@ -406,7 +407,7 @@ pub(crate) fn count_lanes(
         |m| match v {
             Lanes::F32(v) => caution_count_typed(kernel, p, g, m, v, k),
             Lanes::Bf16(v) => caution_count_typed(kernel, p, g, m, v, k),
-            Lanes::F16(_) => unreachable!("layouts refuse an f16 second moment"),
+            Lanes::F16(_) => unreachable!("an f16 second moment is refused before this"),
         }
     )))
 }
