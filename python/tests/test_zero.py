@@ -8,9 +8,10 @@ averages them as DDP does (each halved, then summed: with two ranks every
 order of these operations gives the same bits), then steps one ADOPT over
 all parameters."""
 
+import datetime
 import os
-import socket
 import sys
+import warnings
 
 import pytest
 
@@ -43,12 +44,19 @@ def loss_of(net, step, rank):
     return torch.nn.functional.mse_loss(net(x), y)
 
 
-def worker(rank, port, out):
+def worker(rank, store, out):
     # Deterministic kernels: one intra-op thread, as in the reference run.
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    # gloo's pairs connect over the loopback interface (127.0.0.1).
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # The rendezvous is a file, not a TCPStore: a TCPStore lives in rank 0,
+    # and a rank 0 that exits first takes it from under rank 1's teardown
+    # (seen once in CI as rank 1 ending in SIGABRT).
+    dist.init_process_group(
+        "gloo", init_method="file://" + store, rank=rank, world_size=WORLD,
+        timeout=datetime.timedelta(seconds=120),
+    )
     try:
         from torch.distributed.optim import ZeroRedundancyOptimizer
         from torch.nn.parallel import DistributedDataParallel
@@ -68,14 +76,12 @@ def worker(rank, port, out):
             opt.step()
         if rank == 0:
             torch.save([p.detach().clone() for p in ddp.module.parameters()], out)
+        # Orderly teardown: no rank leaves while the other still talks to it,
+        # and the objects holding the group go before the group does.
+        dist.barrier()
+        del opt, ddp
     finally:
         dist.destroy_process_group()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def one_process():
@@ -100,10 +106,21 @@ def test_zero_redundancy_optimizer_matches_one_process(tmp_path):
     import torch.multiprocessing as mp
 
     out = str(tmp_path / "params.pt")
+    store = str(tmp_path / "rendezvous")
     # Spawned processes import this module by name: make it importable.
     sys.path.insert(0, os.path.dirname(__file__))
     try:
-        mp.spawn(worker, args=(free_port(), out), nprocs=WORLD, join=True)
+        try:
+            mp.spawn(worker, args=(store, out), nprocs=WORLD, join=True)
+        except mp.ProcessExitedException as crash:
+            # A rank killed by a signal (not an assertion or exception in
+            # the worker, which raises ProcessRaisedException) has been seen
+            # once in about 150 local runs and once in CI, in gloo's
+            # teardown. Run the whole exchange again, once, on a new
+            # rendezvous; a second crash fails the test.
+            warnings.warn(f"gloo run crashed ({crash}); running it again")
+            store += "-again"
+            mp.spawn(worker, args=(store, out), nprocs=WORLD, join=True)
     finally:
         sys.path.remove(os.path.dirname(__file__))
     sharded = torch.load(out, weights_only=True)
