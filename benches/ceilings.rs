@@ -17,7 +17,14 @@
 //!
 //! `cargo bench --features half --bench ceilings` (`ADOPT_SAMPLES`, default 31;
 //! `ADOPT_PART=compute|bandwidth|half` runs one part;
-//! `ADOPT_BENCH_SIZES` the in-cache sizes).
+//! `ADOPT_BENCH_SIZES` the in-cache sizes, `ADOPT_POOL_SIZES` the pool's;
+//! `ADOPT_WARM`, default 6, the untimed calls before each pool sample).
+//!
+//! On the pool at 1M lanes (16 MiB per target, in a 32 MiB L3) one
+//! untimed call is not enough: on an AMD EPYC Zen 3, whose L3 holds the
+//! lines its L2s evict, a target that followed another target's buffers
+//! ran at about half the speed of one that followed a call on its own
+//! buffers, after one warm-up call, and at the same speed after six.
 
 use adopt::{Caution, Hyper, Kernel, Scaling, StateView, StepOptions, WeightDecay, adopt_step_ext};
 use rayon::prelude::*;
@@ -49,7 +56,12 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
 /// Times `targets` interleaved: each sample runs every target once
 /// untimed, then `reps` times timed, in turn; returns each target's median
 /// seconds per call.
-fn interleave(samples: usize, reps: usize, targets: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+fn interleave(
+    samples: usize,
+    reps: usize,
+    warm: usize,
+    targets: &mut [&mut dyn FnMut()],
+) -> Vec<f64> {
     let mut times = vec![Vec::with_capacity(samples); targets.len()];
     let n = targets.len();
     for s in 0..samples + 1 {
@@ -57,9 +69,11 @@ fn interleave(samples: usize, reps: usize, targets: &mut [&mut dyn FnMut()]) -> 
         // follows the same one.
         for t in (0..n).map(|i| (i + s) % n) {
             let f = &mut targets[t];
-            // One untimed call first: each target's buffers come back into
+            // Untimed calls first: each target's buffers come back into
             // cache after the other targets evicted them.
-            f();
+            for _ in 0..warm {
+                f();
+            }
             let start = Instant::now();
             for _ in 0..reps {
                 f();
@@ -342,7 +356,7 @@ fn compute(samples: usize) {
                 .iter_mut()
                 .map(|t| &mut **t as &mut dyn FnMut())
                 .collect();
-            let times = interleave(samples, reps, &mut refs);
+            let times = interleave(samples, reps, 1, &mut refs);
             let rate = |t: f64| n as f64 / t / 1e9;
             let roof_rates: Vec<f64> = times[..roofs.len()].iter().map(|&t| rate(t)).collect();
             let header: Vec<String> = roof_names
@@ -514,7 +528,7 @@ fn bandwidth(samples: usize) {
             .iter_mut()
             .map(|t| &mut *t.2 as &mut dyn FnMut())
             .collect();
-        let times = interleave(samples, reps, &mut refs);
+        let times = interleave(samples, reps, env_usize("ADOPT_WARM", 6), &mut refs);
         println!("\n### {n} lanes");
         println!("{:>24} {:>10} {:>8}", "target", "G lanes/s", "GB/s");
         let mut best_roof_gbs: f64 = 0.0;
@@ -621,7 +635,7 @@ fn half_precision(samples: usize) {
         .iter_mut()
         .map(|t| &mut *t.2 as &mut dyn FnMut())
         .collect();
-    let times = interleave(samples, reps, &mut refs);
+    let times = interleave(samples, reps, 1, &mut refs);
     println!(
         "\n## Half precision, {n} lanes, pool of {} threads (medians of {samples} interleaved samples)",
         rayon::current_num_threads()
