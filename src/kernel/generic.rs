@@ -17,6 +17,26 @@ pub(crate) const MAX_LANES: usize = 16;
 /// How many lanes ahead the half-precision steps prefetch.
 const PREFETCH_AHEAD: usize = 1024;
 
+/// The half-precision steps prefetch at every multiple of this many lanes
+/// (a multiple of every vector's lanes), each cache line of the block once.
+const PREFETCH_BLOCK: usize = 32;
+
+/// Prefetches the cache lines of `PREFETCH_BLOCK` lanes from `from`
+/// (which may be past the buffer's end: a prefetch never faults).
+///
+/// # Safety
+///
+/// As [`F32Vector::prefetch`].
+#[inline(always)]
+unsafe fn fetch<V: F32Vector, S>(from: *const S) {
+    let bytes = PREFETCH_BLOCK * core::mem::size_of::<S>();
+    let from = from.cast::<u8>();
+    for line in (0..bytes).step_by(64) {
+        // SAFETY: the caller's contract.
+        unsafe { V::prefetch(from.wrapping_add(line)) }
+    }
+}
+
 /// The operations the step needs from a vector of f32 lanes.
 ///
 /// # Safety
@@ -418,7 +438,8 @@ impl<const S: u8, const D: u8, const L: u8, const N: u8, const C: u8> Variant
 }
 
 /// Every choice read at run time: one instantiation for every
-/// configuration (the half-precision steps, which are bound by memory).
+/// configuration (the batched f32 steps, and the half-precision steps
+/// other than their [`TypedVariant`]s).
 pub(crate) type Dynamic = Fixed<DYNAMIC, DYNAMIC, DYNAMIC, DYNAMIC, DYNAMIC>;
 
 /// The values of a step's [`Variant`] constants at run time.
@@ -507,6 +528,44 @@ fn caution<F: WithVariant, const S: u8, const D: u8, const L: u8, const N: u8>(
         _ => f.call::<Fixed<S, D, L, N, CAUTION_NORMED>>(),
     }
 }
+
+/// The half-precision steps' variants: which one of the few [`Fixed`]
+/// instantiations the storage-generic step has serves `k`, the rest
+/// going to [`Dynamic`].
+#[cfg(feature = "half")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TypedVariant {
+    /// Nothing but the update: no scaling, no decay, the lerp's first
+    /// form, no Nesterov, no caution.
+    Plain,
+    /// [`TypedVariant::Plain`] with decoupled decay.
+    Decoupled,
+    /// Anything else, read at run time.
+    Dynamic,
+}
+
+#[cfg(feature = "half")]
+impl TypedVariant {
+    /// The variant that serves `k` (the first step included).
+    #[inline(always)]
+    pub(crate) fn of(k: &StepConstants) -> TypedVariant {
+        let c = Choices::of(k);
+        let plain =
+            c.scaled == NO && c.lerp_from_end == NO && c.nesterov == NO && c.caution == CAUTION_OFF;
+        match c.decay {
+            DECAY_NONE if plain => TypedVariant::Plain,
+            DECAY_DECOUPLED if plain => TypedVariant::Decoupled,
+            _ => TypedVariant::Dynamic,
+        }
+    }
+}
+
+/// [`TypedVariant::Plain`].
+#[cfg(feature = "half")]
+pub(crate) type TypedPlain = Fixed<NO, DECAY_NONE, NO, NO, CAUTION_OFF>;
+/// [`TypedVariant::Decoupled`].
+#[cfg(feature = "half")]
+pub(crate) type TypedDecoupled = Fixed<NO, DECAY_DECOUPLED, NO, NO, CAUTION_OFF>;
 
 /// The step constants splatted into vectors once per call.
 struct Splat<V> {
@@ -1006,15 +1065,26 @@ pub(crate) unsafe fn step_body<
             // carry conversion work, so fewer of them fit the out-of-order
             // window and the loads alone keep fewer lines in flight.
             let ahead = !(X::P::F32 && G::F32 && M::F32 && W::F32);
-            for at in (0..body).step_by(n) {
-                if ahead {
+            let mut at = 0;
+            if ahead {
+                // Blocks of `PREFETCH_BLOCK` lanes, each line of the block
+                // ahead fetched once (a prefetch per vector and buffer
+                // cost 10% in cache), then the block's vectors.
+                while at + PREFETCH_BLOCK <= body {
                     let to = at + PREFETCH_AHEAD;
-                    I::V::prefetch(out.params().as_ptr().wrapping_add(to).cast());
-                    I::V::prefetch(g.as_ptr().wrapping_add(to).cast());
-                    I::V::prefetch(m.as_ptr().wrapping_add(to).cast());
-                    I::V::prefetch(v.as_ptr().wrapping_add(to).cast());
+                    fetch::<I::V, X::P>(out.params().as_ptr().wrapping_add(to));
+                    fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
+                    fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
+                    fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
+                    for i in (0..PREFETCH_BLOCK).step_by(n) {
+                        update::<I::V, X, G, M, W, false>(&mut out, g, m, v, at + i, k, &plan, &s);
+                    }
+                    at += PREFETCH_BLOCK;
                 }
+            }
+            while at < body {
                 update::<I::V, X, G, M, W, false>(&mut out, g, m, v, at, k, &plan, &s);
+                at += n;
             }
         }
         let rest = lanes - body;
@@ -1025,12 +1095,12 @@ pub(crate) unsafe fn step_body<
         let at = body;
         // The narrower tails pay on small f32 buffers (many small tensors
         // batched into one call among them); the half-precision steps
-        // (the `Dynamic` variant over other storage types, bound by
-        // memory) take the partial main vector alone, which keeps 5 of
-        // their 7 inlined copies of the step out of the build (each
-        // storage mix is instantiated for every instruction set).
+        // (over other storage types, bound by memory) take the partial
+        // main vector alone, which keeps 5 of their 7 inlined copies of
+        // the step out of the build (each storage mix is instantiated for
+        // every instruction set and three variants).
         let all_f32 = X::P::F32 && G::F32 && M::F32 && W::F32;
-        let narrow_tails = O::SCALED != DYNAMIC || all_f32;
+        let narrow_tails = all_f32;
         if narrow_tails && q < n && rest <= q {
             if rest == q {
                 vector::<I::Q, X, G, M, W, false>(&mut out, g, m, v, at, k, &plan);
@@ -1226,9 +1296,23 @@ macro_rules! impl_isa {
                 v: &mut [W],
                 k: &$crate::hyper::StepConstants,
             ) {
-                use $crate::kernel::generic::{step_body, Dynamic};
+                use $crate::kernel::generic::{
+                    step_body, Dynamic, TypedDecoupled, TypedPlain, TypedVariant,
+                };
                 // SAFETY: the caller guarantees the instruction set.
-                unsafe { step_body::<Self, Dynamic, X, G, M, W>(out, g, m, v, k) }
+                unsafe {
+                    match TypedVariant::of(k) {
+                        TypedVariant::Plain => {
+                            step_body::<Self, TypedPlain, X, G, M, W>(out, g, m, v, k)
+                        }
+                        TypedVariant::Decoupled => {
+                            step_body::<Self, TypedDecoupled, X, G, M, W>(out, g, m, v, k)
+                        }
+                        TypedVariant::Dynamic => {
+                            step_body::<Self, Dynamic, X, G, M, W>(out, g, m, v, k)
+                        }
+                    }
+                }
             }
             $(#[$attr])*
             unsafe fn count<
