@@ -53,9 +53,9 @@ fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
         .unwrap_or_else(|_| default.to_vec())
 }
 
-/// Times `targets` interleaved: each sample runs every target once
-/// untimed, then `reps` times timed, in turn; returns each target's median
-/// seconds per call.
+/// Times `targets` interleaved: each sample runs every target `warm`
+/// times untimed, then `reps` times timed, in turn; returns each target's
+/// median seconds per call.
 fn interleave(
     samples: usize,
     reps: usize,
