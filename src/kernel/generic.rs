@@ -684,14 +684,20 @@ pub(crate) trait Params {
     fn split_at(self, mid: usize) -> (Self, Self)
     where
         Self: Sized;
+    /// Whether any store rounds stochastically (a bf16 or f16 destination
+    /// with [`Round::Stochastic`]); when false the step's main loop is the
+    /// one compiled for nearest rounding alone.
+    fn stochastic(&self) -> bool;
     /// Stores the new values of lanes `at..at + x's lanes` (`dst` is those
     /// lanes of the parameters); `moved` is false where the step leaves the
-    /// parameters as they are (a first step without decay).
+    /// parameters as they are (a first step without decay). `NEAREST`
+    /// rounds to nearest whatever the rounding is (the caller knows
+    /// [`Params::stochastic`] is false).
     ///
     /// # Safety
     ///
     /// As [`Storage`]'s methods.
-    unsafe fn put<V: F32Vector, const PARTIAL: bool>(
+    unsafe fn put<V: F32Vector, const PARTIAL: bool, const NEAREST: bool>(
         &mut self,
         x: V,
         at: usize,
@@ -770,7 +776,11 @@ impl<P: Storage> Params for Plain<'_, P> {
         )
     }
     #[inline(always)]
-    unsafe fn put<V: F32Vector, const PARTIAL: bool>(
+    fn stochastic(&self) -> bool {
+        !P::F32 && self.round != Round::Nearest
+    }
+    #[inline(always)]
+    unsafe fn put<V: F32Vector, const PARTIAL: bool, const NEAREST: bool>(
         &mut self,
         x: V,
         at: usize,
@@ -781,8 +791,9 @@ impl<P: Storage> Params for Plain<'_, P> {
             return;
         }
         let lane = self.first_lane + at as u64;
+        let round = if NEAREST { Round::Nearest } else { self.round };
         // SAFETY: see the note above.
-        unsafe { put_rounded::<V, P, PARTIAL>(x, &mut self.p[at..], self.round, lane, k.step) }
+        unsafe { put_rounded::<V, P, PARTIAL>(x, &mut self.p[at..], round, lane, k.step) }
     }
 }
 
@@ -824,7 +835,11 @@ impl<C: Storage> Params for Master<'_, C> {
         )
     }
     #[inline(always)]
-    unsafe fn put<V: F32Vector, const PARTIAL: bool>(
+    fn stochastic(&self) -> bool {
+        !C::F32 && self.round != Round::Nearest
+    }
+    #[inline(always)]
+    unsafe fn put<V: F32Vector, const PARTIAL: bool, const NEAREST: bool>(
         &mut self,
         x: V,
         at: usize,
@@ -832,12 +847,13 @@ impl<C: Storage> Params for Master<'_, C> {
         k: &StepConstants,
     ) {
         let lane = self.first_lane + at as u64;
+        let round = if NEAREST { Round::Nearest } else { self.round };
         // SAFETY: see the note above.
         unsafe {
             if moved {
                 store::<V, f32, PARTIAL>(x, &mut self.master[at..]);
             }
-            put_rounded::<V, C, PARTIAL>(x, &mut self.copy[at..], self.round, lane, k.step);
+            put_rounded::<V, C, PARTIAL>(x, &mut self.copy[at..], round, lane, k.step);
         }
     }
 }
@@ -912,6 +928,7 @@ unsafe fn update<
     M: Storage,
     W: Storage,
     const PARTIAL: bool,
+    const NEAREST: bool,
 >(
     out: &mut X,
     grad: &[G],
@@ -940,7 +957,7 @@ unsafe fn update<
         }
         pv = s.neg_lr.mul_add(u, pv);
         let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
-        out.put::<V, PARTIAL>(pv, at, true, k);
+        out.put::<V, PARTIAL, NEAREST>(pv, at, true, k);
         store::<V, M, PARTIAL>(mv, &mut m[at..]);
         store::<V, W, PARTIAL>(vv, &mut v[at..]);
     }
@@ -964,9 +981,9 @@ unsafe fn initialise<V: F32Vector, X: Params, G: Storage, W: Storage, const PART
         let pv = load::<V, X::P, PARTIAL>(&out.params()[at..]);
         let g = effective_grad(pv, load::<V, G, PARTIAL>(&grad[at..]), plan, s);
         if plan.decay == DECAY_DECOUPLED {
-            out.put::<V, PARTIAL>(s.decay.mul_add(pv, pv), at, true, k);
+            out.put::<V, PARTIAL, false>(s.decay.mul_add(pv, pv), at, true, k);
         } else {
-            out.put::<V, PARTIAL>(pv, at, false, k);
+            out.put::<V, PARTIAL, false>(pv, at, false, k);
         }
         store::<V, W, PARTIAL>(g.mul(g), &mut v[at..]);
     }
@@ -998,7 +1015,59 @@ unsafe fn vector<
         if k.step == 0 {
             initialise::<V, X, G, W, PARTIAL>(out, grad, v, at, k, plan, &s);
         } else {
-            update::<V, X, G, M, W, PARTIAL>(out, grad, m, v, at, k, plan, &s);
+            update::<V, X, G, M, W, PARTIAL, false>(out, grad, m, v, at, k, plan, &s);
+        }
+    }
+}
+
+/// The whole vectors `..body` of a step after the first (`NEAREST`: as
+/// [`Params::put`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn updates<
+    I: Vectors,
+    X: Params,
+    G: Storage,
+    M: Storage,
+    W: Storage,
+    const NEAREST: bool,
+>(
+    out: &mut X,
+    g: &[G],
+    m: &mut [M],
+    v: &mut [W],
+    body: usize,
+    k: &StepConstants,
+    plan: &Plan,
+    s: &Splat<I::V>,
+) {
+    let n = I::V::LANES;
+    // Half-precision buffers: fetch ahead by hand. Their vectors carry
+    // conversion work, so fewer of them fit the out-of-order window and
+    // the loads alone keep fewer lines in flight.
+    let ahead = !(X::P::F32 && G::F32 && M::F32 && W::F32);
+    let mut at = 0;
+    // SAFETY: the caller guarantees the instruction sets.
+    unsafe {
+        if ahead {
+            // Blocks of `PREFETCH_BLOCK` lanes, each line of the block
+            // ahead fetched once (a prefetch per vector and buffer cost
+            // 10% in cache), then the block's vectors.
+            while at + PREFETCH_BLOCK <= body {
+                let to = at + PREFETCH_AHEAD;
+                fetch::<I::V, X::P>(out.params().as_ptr().wrapping_add(to));
+                fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
+                fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
+                fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
+                for i in (0..PREFETCH_BLOCK).step_by(n) {
+                    update::<I::V, X, G, M, W, false, NEAREST>(out, g, m, v, at + i, k, plan, s);
+                }
+                at += PREFETCH_BLOCK;
+            }
+        }
+        while at < body {
+            update::<I::V, X, G, M, W, false, NEAREST>(out, g, m, v, at, k, plan, s);
+            at += n;
         }
     }
 }
@@ -1060,32 +1129,13 @@ pub(crate) unsafe fn step_body<
             for at in (0..body).step_by(n) {
                 initialise::<I::V, X, G, W, false>(&mut out, g, v, at, k, &plan, &s);
             }
+        } else if out.stochastic() {
+            updates::<I, X, G, M, W, false>(&mut out, g, m, v, body, k, &plan, &s);
         } else {
-            // Half-precision buffers: fetch ahead by hand. Their vectors
-            // carry conversion work, so fewer of them fit the out-of-order
-            // window and the loads alone keep fewer lines in flight.
-            let ahead = !(X::P::F32 && G::F32 && M::F32 && W::F32);
-            let mut at = 0;
-            if ahead {
-                // Blocks of `PREFETCH_BLOCK` lanes, each line of the block
-                // ahead fetched once (a prefetch per vector and buffer
-                // cost 10% in cache), then the block's vectors.
-                while at + PREFETCH_BLOCK <= body {
-                    let to = at + PREFETCH_AHEAD;
-                    fetch::<I::V, X::P>(out.params().as_ptr().wrapping_add(to));
-                    fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
-                    fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
-                    fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
-                    for i in (0..PREFETCH_BLOCK).step_by(n) {
-                        update::<I::V, X, G, M, W, false>(&mut out, g, m, v, at + i, k, &plan, &s);
-                    }
-                    at += PREFETCH_BLOCK;
-                }
-            }
-            while at < body {
-                update::<I::V, X, G, M, W, false>(&mut out, g, m, v, at, k, &plan, &s);
-                at += n;
-            }
+            // Nearest rounding: the loop without the stochastic stores'
+            // code, whose constants and branch cost registers (spills) and
+            // front-end slots on every vector.
+            updates::<I, X, G, M, W, true>(&mut out, g, m, v, body, k, &plan, &s);
         }
         let rest = lanes - body;
         if rest == 0 {
