@@ -33,6 +33,53 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// A rayon pool whose threads have ended when it drops. A dropped
+/// `rayon::ThreadPool` lets its threads exit on their own time, and an
+/// exiting thread's destructors allocate (crossbeam's epoch hands its
+/// last garbage bag to the global queue), which a slow host (qemu) can
+/// delay into a later measurement.
+struct Pool {
+    pool: Option<rayon::ThreadPool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool of `n` threads, every one started (a starting worker
+    /// allocates its queues).
+    fn new(n: usize) -> Self {
+        let mut threads = Vec::new();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .spawn_handler(|thread| {
+                threads.push(std::thread::Builder::new().spawn(|| thread.run())?);
+                Ok(())
+            })
+            .build()
+            .unwrap();
+        pool.broadcast(|_| ());
+        Pool {
+            pool: Some(pool),
+            threads,
+        }
+    }
+}
+
+impl std::ops::Deref for Pool {
+    type Target = rayon::ThreadPool;
+    fn deref(&self) -> &rayon::ThreadPool {
+        self.pool.as_ref().unwrap()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        drop(self.pool.take());
+        for thread in self.threads.drain(..) {
+            thread.join().unwrap();
+        }
+    }
+}
+
 /// The one test of this binary, so no other test allocates meanwhile.
 #[test]
 fn steady_state_steps_do_not_allocate() {
@@ -123,11 +170,7 @@ fn steady_state_steps_do_not_allocate() {
 
     // Many small buffers on a two-thread pool: validated in two halves at
     // once (from 4,096 items), in three groups at different step counts.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    pool.broadcast(|_| ());
+    let pool = Pool::new(2);
     let mut opt = Adopt::new();
     let groups: Vec<_> = [1e-3, 1e-2, 1e-1]
         .iter()
@@ -155,6 +198,7 @@ fn steady_state_steps_do_not_allocate() {
         "Adopt::step over {n} buffers on two threads allocated {allocated} times"
     );
     assert_eq!(opt.state(ids[1]).unwrap().unwrap().step(), 23);
+    drop(pool);
 
     // Every layout in one step, serial and split across the pool: bf16
     // parameters with a master copy and stochastic rounding, f16 moments,
@@ -164,11 +208,7 @@ fn steady_state_steps_do_not_allocate() {
     for (pool_threads, big) in [(1, 1000), (2, adopt::PARALLEL_THRESHOLD + 7)] {
         use adopt::{Dtype, Entry, Grads, Layout, Rounding};
         use half::{bf16, f16};
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(pool_threads)
-            .build()
-            .unwrap();
-        pool.broadcast(|_| ());
+        let pool = Pool::new(pool_threads);
         let mut opt = Adopt::new();
         let g = opt
             .add_group(Hyper {
