@@ -18,7 +18,8 @@ pub(crate) const MAX_LANES: usize = 16;
 const PREFETCH_AHEAD: usize = 1024;
 
 /// The half-precision steps prefetch at every multiple of this many lanes
-/// (a multiple of every vector's lanes), each cache line of the block once.
+/// (a multiple of every vector pair's lanes), each cache line of the block
+/// once.
 const PREFETCH_BLOCK: usize = 32;
 
 /// Prefetches the cache lines of `PREFETCH_BLOCK` lanes from `from`
@@ -118,6 +119,35 @@ pub(crate) unsafe trait F32Vector: Copy {
         for (i, (d, &s)) in dst[..Self::LANES].iter_mut().zip(&buf).enumerate() {
             let random = lane_bits(key, lane_lo + i as u32);
             *d = bf16::from_bits(bf16_stochastic(s, random));
+        }
+    }
+    /// Whether [`load_bf16_pair`](Self::load_bf16_pair) and
+    /// [`store_bf16_pair`](Self::store_bf16_pair) are cheaper than two
+    /// vectors' loads and stores; they may then order the lanes
+    /// differently from memory, so the step uses them only when every
+    /// buffer is bf16 (the same order throughout) and every lane is
+    /// rounded to nearest (stochastic rounding depends on the lane index).
+    const BF16_PAIRS: bool = false;
+    /// Loads `src[..2 * LANES]` widened exactly to f32, as two vectors in
+    /// this ISA's pair order: a fixed permutation of the lanes, the same
+    /// for every call, undone by [`store_bf16_pair`](Self::store_bf16_pair).
+    /// In memory order (the first vector `src[..LANES]`) by default.
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16_pair(src: &[bf16]) -> (Self, Self) {
+        // SAFETY: the caller's guarantee of the ISA carries over.
+        unsafe { (Self::load_bf16(src), Self::load_bf16(&src[Self::LANES..])) }
+    }
+    /// Stores two vectors in the pair order of
+    /// [`load_bf16_pair`](Self::load_bf16_pair) into `dst[..2 * LANES]`,
+    /// rounded to nearest even as [`bf16_nearest`] rounds.
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_pair(a: Self, b: Self, dst: &mut [bf16]) {
+        // SAFETY: the caller's guarantee of the ISA carries over.
+        unsafe {
+            a.store_bf16(dst);
+            b.store_bf16(&mut dst[Self::LANES..]);
         }
     }
     /// Loads `src[..LANES]` widened exactly to f32.
@@ -255,6 +285,9 @@ pub(crate) unsafe trait Storage: Copy + Send + Sync + 'static {
     const PAD: Self;
     /// Whether the type is `f32`.
     const F32: bool;
+    /// Whether the type is `bf16` (then its pair loads and stores are the
+    /// vector's bf16 ones, in the vector's pair order).
+    const BF16: bool = false;
     /// Rounds one lane to nearest even.
     fn nearest(x: f32) -> Self;
     /// Rounds one lane stochastically with 16 random bits (bf16; the
@@ -273,6 +306,23 @@ pub(crate) unsafe trait Storage: Copy + Send + Sync + 'static {
     unsafe fn store_stochastic<V: F32Vector>(x: V, dst: &mut [Self], _key: u32, _lane_lo: u32) {
         // SAFETY: the caller's guarantee.
         unsafe { Self::store(x, dst) }
+    }
+    /// Loads `src[..2 * V::LANES]` as two vectors: in memory order, but
+    /// for bf16 in `V`'s pair order (see [`F32Vector::BF16_PAIRS`]).
+    #[inline(always)]
+    unsafe fn load_pair<V: F32Vector>(src: &[Self]) -> (V, V) {
+        // SAFETY: the caller's guarantee.
+        unsafe { (Self::load(src), Self::load(&src[V::LANES..])) }
+    }
+    /// Stores two vectors of [`load_pair`](Self::load_pair)'s order into
+    /// `dst[..2 * V::LANES]`, rounded to nearest even.
+    #[inline(always)]
+    unsafe fn store_pair<V: F32Vector>(a: V, b: V, dst: &mut [Self]) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            Self::store(a, dst);
+            Self::store(b, &mut dst[V::LANES..]);
+        }
     }
     /// Loads the `src.len() < V::LANES` lanes of a tail (the others zero).
     #[inline(always)]
@@ -328,6 +378,7 @@ unsafe impl Storage for f32 {
 unsafe impl Storage for bf16 {
     const PAD: Self = bf16::ZERO;
     const F32: bool = false;
+    const BF16: bool = true;
     #[inline(always)]
     fn nearest(x: f32) -> Self {
         bf16::from_bits(bf16_nearest(x))
@@ -350,6 +401,16 @@ unsafe impl Storage for bf16 {
     unsafe fn store_stochastic<V: F32Vector>(x: V, dst: &mut [Self], key: u32, lane_lo: u32) {
         // SAFETY: the caller's guarantee.
         unsafe { x.store_bf16_stochastic(dst, key, lane_lo) }
+    }
+    #[inline(always)]
+    unsafe fn load_pair<V: F32Vector>(src: &[Self]) -> (V, V) {
+        // SAFETY: the caller's guarantee.
+        unsafe { V::load_bf16_pair(src) }
+    }
+    #[inline(always)]
+    unsafe fn store_pair<V: F32Vector>(a: V, b: V, dst: &mut [Self]) {
+        // SAFETY: the caller's guarantee.
+        unsafe { V::store_bf16_pair(a, b, dst) }
     }
 }
 
@@ -704,6 +765,21 @@ pub(crate) trait Params {
         moved: bool,
         k: &StepConstants,
     );
+    /// Stores the new values of lanes `at..at + 2 * V::LANES`, two vectors
+    /// in [`Storage::load_pair`]'s order, rounded to nearest (a step after
+    /// the first, [`Params::stochastic`] false).
+    ///
+    /// # Safety
+    ///
+    /// As [`Storage`]'s methods.
+    #[inline(always)]
+    unsafe fn put_pair<V: F32Vector>(&mut self, a: V, b: V, at: usize, k: &StepConstants) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            self.put::<V, false, true>(a, at, true, k);
+            self.put::<V, false, true>(b, at + V::LANES, true, k);
+        }
+    }
 }
 
 /// The parameters alone, rounded with `round`, the first of them lane
@@ -794,6 +870,11 @@ impl<P: Storage> Params for Plain<'_, P> {
         let round = if NEAREST { Round::Nearest } else { self.round };
         // SAFETY: see the note above.
         unsafe { put_rounded::<V, P, PARTIAL>(x, &mut self.p[at..], round, lane, k.step) }
+    }
+    #[inline(always)]
+    unsafe fn put_pair<V: F32Vector>(&mut self, a: V, b: V, at: usize, _: &StepConstants) {
+        // SAFETY: see the note above.
+        unsafe { P::store_pair(a, b, &mut self.p[at..]) }
     }
 }
 
@@ -941,15 +1022,37 @@ unsafe fn update<
 ) {
     // SAFETY: see the note above.
     unsafe {
-        let mut pv = load::<V, X::P, PARTIAL>(&out.params()[at..]);
-        let g = effective_grad(pv, load::<V, G, PARTIAL>(&grad[at..]), plan, s);
-        if plan.decay == DECAY_DECOUPLED {
-            pv = s.decay.mul_add(pv, pv);
-        }
+        let pv = load::<V, X::P, PARTIAL>(&out.params()[at..]);
+        let gv = load::<V, G, PARTIAL>(&grad[at..]);
         let (mv, vv) = (
             load::<V, M, PARTIAL>(&m[at..]),
             load::<V, W, PARTIAL>(&v[at..]),
         );
+        let (pv, mv, vv) = advance(pv, gv, mv, vv, plan, s);
+        out.put::<V, PARTIAL, NEAREST>(pv, at, true, k);
+        store::<V, M, PARTIAL>(mv, &mut m[at..]);
+        store::<V, W, PARTIAL>(vv, &mut v[at..]);
+    }
+}
+
+/// The arithmetic of a step after the first on one vector: the new
+/// `(p, m, v)` from the loaded `p`, gradient, `m` and `v`.
+#[inline(always)]
+unsafe fn advance<V: F32Vector>(
+    pv: V,
+    grad: V,
+    mv: V,
+    vv: V,
+    plan: &Plan,
+    s: &Splat<V>,
+) -> (V, V, V) {
+    // SAFETY: see the note above.
+    unsafe {
+        let mut pv = pv;
+        let g = effective_grad(pv, grad, plan, s);
+        if plan.decay == DECAY_DECOUPLED {
+            pv = s.decay.mul_add(pv, pv);
+        }
         let (mv, mut u, normed) = moment_and_direction(g, mv, vv, plan, s);
         if plan.caution != CAUTION_OFF {
             let agree = caution_product(u, g, normed, plan);
@@ -957,9 +1060,36 @@ unsafe fn update<
         }
         pv = s.neg_lr.mul_add(u, pv);
         let vv = s.one_minus_beta2.mul(g).mul_add(g, s.beta2.mul(vv));
-        out.put::<V, PARTIAL, NEAREST>(pv, at, true, k);
-        store::<V, M, PARTIAL>(mv, &mut m[at..]);
-        store::<V, W, PARTIAL>(vv, &mut v[at..]);
+        (pv, mv, vv)
+    }
+}
+
+/// Two vectors of lanes at `at` of a step after the first, every buffer
+/// loaded and stored as a pair ([`Storage::load_pair`]) and the
+/// parameters rounded to nearest.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn update_pair<V: F32Vector, X: Params, G: Storage, M: Storage, W: Storage>(
+    out: &mut X,
+    grad: &[G],
+    m: &mut [M],
+    v: &mut [W],
+    at: usize,
+    k: &StepConstants,
+    plan: &Plan,
+    s: &Splat<V>,
+) {
+    // SAFETY: see the note above.
+    unsafe {
+        let (p0, p1) = X::P::load_pair::<V>(&out.params()[at..]);
+        let (g0, g1) = G::load_pair::<V>(&grad[at..]);
+        let (m0, m1) = M::load_pair::<V>(&m[at..]);
+        let (v0, v1) = W::load_pair::<V>(&v[at..]);
+        let (p0, m0, v0) = advance(p0, g0, m0, v0, plan, s);
+        let (p1, m1, v1) = advance(p1, g1, m1, v1, plan, s);
+        out.put_pair(p0, p1, at, k);
+        M::store_pair(m0, m1, &mut m[at..]);
+        W::store_pair(v0, v1, &mut v[at..]);
     }
 }
 
@@ -1049,7 +1179,24 @@ unsafe fn updates<
     let mut at = 0;
     // SAFETY: the caller guarantees the instruction sets.
     unsafe {
-        if ahead {
+        // Every buffer bf16 (the parameters `Plain`: a master copy's are
+        // f32) and rounded to nearest: pairs of vectors, whose loads and
+        // stores the ISA may do in fewer instructions in its own lane
+        // order (AVX2: no shuffles).
+        let pairs = NEAREST && I::V::BF16_PAIRS && X::P::BF16 && G::BF16 && M::BF16 && W::BF16;
+        if pairs {
+            while at + PREFETCH_BLOCK <= body {
+                let to = at + PREFETCH_AHEAD;
+                fetch::<I::V, X::P>(out.params().as_ptr().wrapping_add(to));
+                fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
+                fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
+                fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
+                for i in (0..PREFETCH_BLOCK).step_by(2 * n) {
+                    update_pair::<I::V, X, G, M, W>(out, g, m, v, at + i, k, plan, s);
+                }
+                at += PREFETCH_BLOCK;
+            }
+        } else if ahead {
             // Blocks of `PREFETCH_BLOCK` lanes, each line of the block
             // ahead fetched once (a prefetch per vector and buffer cost
             // 10% in cache), then the block's vectors.

@@ -163,6 +163,57 @@ unsafe impl F32Vector for Avx2 {
             store_u16x8(rounded, dst.as_mut_ptr().cast())
         }
     }
+    // A pair is 16 bf16 lanes in one 256-bit register, each 32-bit
+    // element holding lanes `2j` (low half) and `2j + 1` (high half): the
+    // first vector is the even lanes, the second the odd ones, each
+    // widened in place by a shift or a mask, and stored back by one `or`,
+    // with none of the shuffles (`vpmovzxwd`, `vpackusdw`, `vextracti128`)
+    // of two single vectors. Rounding checks the pair for NaN once and
+    // takes the select-free rounding when there is none.
+    const BF16_PAIRS: bool = true;
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16_pair(src: &[bf16]) -> (Self, Self) {
+        assert!(src.len() >= 16);
+        // SAFETY: 16 readable lanes of 2 bytes checked above.
+        unsafe {
+            let bits = _mm256_loadu_si256(src.as_ptr().cast());
+            let even = _mm256_slli_epi32::<16>(bits);
+            let odd = _mm256_and_si256(bits, _mm256_set1_epi32(0xffff_0000_u32 as i32));
+            (
+                Avx2(_mm256_castsi256_ps(even)),
+                Avx2(_mm256_castsi256_ps(odd)),
+            )
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_pair(a: Self, b: Self, dst: &mut [bf16]) {
+        assert!(dst.len() >= 16);
+        // SAFETY: 16 writable lanes of 2 bytes checked above.
+        unsafe {
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(a.0, b.0);
+            let (even, odd) = if _mm256_movemask_ps(nan) == 0 {
+                // No NaN: `bf16_nearest`'s rounding without its select.
+                let round = |x: __m256| {
+                    let bits = _mm256_castps_si256(x);
+                    let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(bits), _mm256_set1_epi32(1));
+                    let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+                    _mm256_add_epi32(bits, bias)
+                };
+                (
+                    _mm256_srli_epi32::<16>(round(a.0)),
+                    _mm256_and_si256(round(b.0), _mm256_set1_epi32(0xffff_0000_u32 as i32)),
+                )
+            } else {
+                (
+                    bf16_nearest_avx2(a.0),
+                    _mm256_slli_epi32::<16>(bf16_nearest_avx2(b.0)),
+                )
+            };
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm256_or_si256(even, odd))
+        }
+    }
     #[cfg(feature = "half")]
     #[inline(always)]
     unsafe fn load_f16(src: &[f16]) -> Self {
@@ -554,6 +605,48 @@ unsafe impl F32Vector for Avx512 {
             let special = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
             let rounded = _mm512_mask_blend_epi32(special, up, bf16_nearest_avx512(self.0));
             _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(rounded))
+        }
+    }
+    // Pairs as `Avx2`'s: 32 bf16 lanes in one 512-bit register, the even
+    // lanes the first vector and the odd ones the second, with no
+    // `vpmovzxwd` or `vpmovdw` (the shuffle port's); NaN lanes by masked
+    // selects, no branch.
+    const BF16_PAIRS: bool = true;
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn load_bf16_pair(src: &[bf16]) -> (Self, Self) {
+        assert!(src.len() >= 32);
+        // SAFETY: 32 readable lanes of 2 bytes checked above.
+        unsafe {
+            let bits = _mm512_loadu_si512(src.as_ptr().cast());
+            let even = _mm512_slli_epi32::<16>(bits);
+            let odd = _mm512_and_si512(bits, _mm512_set1_epi32(0xffff_0000_u32 as i32));
+            (
+                Avx512(_mm512_castsi512_ps(even)),
+                Avx512(_mm512_castsi512_ps(odd)),
+            )
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_pair(a: Self, b: Self, dst: &mut [bf16]) {
+        assert!(dst.len() >= 32);
+        // SAFETY: 32 writable lanes of 2 bytes checked above.
+        unsafe {
+            let even = bf16_nearest_avx512(a.0);
+            // `bf16_nearest` in the high halves: the quieted NaN selected
+            // before the low halves are cleared.
+            let bits = _mm512_castps_si512(b.0);
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+            let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+            let rounded = _mm512_add_epi32(bits, bias);
+            let nan = _mm512_or_si512(bits, _mm512_set1_epi32(0x0040_0000));
+            let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b.0, b.0);
+            let high = _mm512_and_si512(
+                _mm512_mask_blend_epi32(is_nan, rounded, nan),
+                _mm512_set1_epi32(0xffff_0000_u32 as i32),
+            );
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), _mm512_or_si512(even, high))
         }
     }
     #[cfg(feature = "half")]
