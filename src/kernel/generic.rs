@@ -1182,32 +1182,35 @@ unsafe fn updates<
         // Every buffer bf16 (the parameters `Plain`: a master copy's are
         // f32) and rounded to nearest: pairs of vectors, whose loads and
         // stores the ISA may do in fewer instructions in its own lane
-        // order (AVX2: no shuffles).
+        // order (AVX2: no shuffles). Implies `ahead`.
         let pairs = NEAREST && I::V::BF16_PAIRS && X::P::BF16 && G::BF16 && M::BF16 && W::BF16;
-        if pairs {
-            while at + PREFETCH_BLOCK <= body {
-                let to = at + PREFETCH_AHEAD;
-                fetch::<I::V, X::P>(out.params().as_ptr().wrapping_add(to));
-                fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
-                fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
-                fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
-                for i in (0..PREFETCH_BLOCK).step_by(2 * n) {
-                    update_pair::<I::V, X, G, M, W>(out, g, m, v, at + i, k, plan, s);
-                }
-                at += PREFETCH_BLOCK;
-            }
-        } else if ahead {
+        if ahead {
             // Blocks of `PREFETCH_BLOCK` lanes, each line of the block
             // ahead fetched once (a prefetch per vector and buffer cost
-            // 10% in cache), then the block's vectors.
+            // 10% in cache), then the block's vectors (or pairs).
             while at + PREFETCH_BLOCK <= body {
                 let to = at + PREFETCH_AHEAD;
                 fetch::<I::V, X::P>(out.params().as_ptr().wrapping_add(to));
                 fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
                 fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
                 fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
-                for i in (0..PREFETCH_BLOCK).step_by(n) {
-                    update::<I::V, X, G, M, W, false, NEAREST>(out, g, m, v, at + i, k, plan, s);
+                if pairs {
+                    for i in (0..PREFETCH_BLOCK).step_by(2 * n) {
+                        update_pair::<I::V, X, G, M, W>(out, g, m, v, at + i, k, plan, s);
+                    }
+                } else {
+                    for i in (0..PREFETCH_BLOCK).step_by(n) {
+                        update::<I::V, X, G, M, W, false, NEAREST>(
+                            out,
+                            g,
+                            m,
+                            v,
+                            at + i,
+                            k,
+                            plan,
+                            s,
+                        );
+                    }
                 }
                 at += PREFETCH_BLOCK;
             }
