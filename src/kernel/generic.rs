@@ -121,12 +121,12 @@ pub(crate) unsafe trait F32Vector: Copy {
             *d = bf16::from_bits(bf16_stochastic(s, random));
         }
     }
-    /// Whether [`load_bf16_pair`](Self::load_bf16_pair) and
-    /// [`store_bf16_pair`](Self::store_bf16_pair) are cheaper than two
-    /// vectors' loads and stores; they may then order the lanes
-    /// differently from memory, so the step uses them only when every
-    /// buffer is bf16 (the same order throughout) and every lane is
-    /// rounded to nearest (stochastic rounding depends on the lane index).
+    /// Whether [`load_bf16_pair`](Self::load_bf16_pair),
+    /// [`store_bf16_pair`](Self::store_bf16_pair) and
+    /// [`store_bf16_pair_stochastic`](Self::store_bf16_pair_stochastic) are
+    /// cheaper than two vectors' loads and stores; they may then order the
+    /// lanes differently from memory, so the step uses them only when
+    /// every buffer is bf16 (the same order throughout).
     const BF16_PAIRS: bool = false;
     /// Loads `src[..2 * LANES]` widened exactly to f32, as two vectors in
     /// this ISA's pair order: a fixed permutation of the lanes, the same
@@ -148,6 +148,28 @@ pub(crate) unsafe trait F32Vector: Copy {
         unsafe {
             a.store_bf16(dst);
             b.store_bf16(&mut dst[Self::LANES..]);
+        }
+    }
+    /// Stores two vectors in the pair order of
+    /// [`load_bf16_pair`](Self::load_bf16_pair) into `dst[..2 * LANES]`,
+    /// rounded stochastically as
+    /// [`store_bf16_stochastic`](Self::store_bf16_stochastic) rounds: the
+    /// lane stored at `dst[i]` with the random bits
+    /// [`lane_bits`]`(key, lane_lo + i)`, whichever vector held it
+    /// (`lane_lo + 2 * LANES - 1` does not overflow).
+    #[cfg(feature = "half")]
+    #[inline(always)]
+    unsafe fn store_bf16_pair_stochastic(
+        a: Self,
+        b: Self,
+        dst: &mut [bf16],
+        key: u32,
+        lane_lo: u32,
+    ) {
+        // SAFETY: the caller's guarantee of the ISA carries over.
+        unsafe {
+            a.store_bf16_stochastic(dst, key, lane_lo);
+            b.store_bf16_stochastic(&mut dst[Self::LANES..], key, lane_lo + Self::LANES as u32);
         }
     }
     /// Loads `src[..LANES]` widened exactly to f32.
@@ -324,6 +346,25 @@ pub(crate) unsafe trait Storage: Copy + Send + Sync + 'static {
             Self::store(b, &mut dst[V::LANES..]);
         }
     }
+    /// Stores two vectors of [`load_pair`](Self::load_pair)'s order into
+    /// `dst[..2 * V::LANES]` rounded stochastically, the lane stored at
+    /// `dst[i]` with the random bits of lane `lane_lo + i` (see
+    /// [`F32Vector::store_bf16_pair_stochastic`]); nearest for all but
+    /// bf16.
+    #[inline(always)]
+    unsafe fn store_pair_stochastic<V: F32Vector>(
+        a: V,
+        b: V,
+        dst: &mut [Self],
+        key: u32,
+        lane_lo: u32,
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            Self::store_stochastic(a, dst, key, lane_lo);
+            Self::store_stochastic(b, &mut dst[V::LANES..], key, lane_lo + V::LANES as u32);
+        }
+    }
     /// Loads the `src.len() < V::LANES` lanes of a tail (the others zero).
     #[inline(always)]
     unsafe fn load_partial<V: F32Vector>(src: &[Self]) -> V {
@@ -411,6 +452,17 @@ unsafe impl Storage for bf16 {
     unsafe fn store_pair<V: F32Vector>(a: V, b: V, dst: &mut [Self]) {
         // SAFETY: the caller's guarantee.
         unsafe { V::store_bf16_pair(a, b, dst) }
+    }
+    #[inline(always)]
+    unsafe fn store_pair_stochastic<V: F32Vector>(
+        a: V,
+        b: V,
+        dst: &mut [Self],
+        key: u32,
+        lane_lo: u32,
+    ) {
+        // SAFETY: the caller's guarantee.
+        unsafe { V::store_bf16_pair_stochastic(a, b, dst, key, lane_lo) }
     }
 }
 
@@ -765,20 +817,34 @@ pub(crate) trait Params {
         moved: bool,
         k: &StepConstants,
     );
-    /// Stores the new values of lanes `at..at + 2 * V::LANES`, two vectors
-    /// in [`Storage::load_pair`]'s order, rounded to nearest (a step after
-    /// the first, [`Params::stochastic`] false).
+    /// Stores the new values of lanes `at..at + 2 * V::LANES` of a step
+    /// after the first, two vectors in [`Storage::load_pair`]'s order,
+    /// rounded as [`put`](Self::put) rounds (`NEAREST` likewise). Unless
+    /// `NEAREST`, [`pair_fits`](Self::pair_fits) holds for those lanes.
     ///
     /// # Safety
     ///
     /// As [`Storage`]'s methods.
     #[inline(always)]
-    unsafe fn put_pair<V: F32Vector>(&mut self, a: V, b: V, at: usize, k: &StepConstants) {
+    unsafe fn put_pair<V: F32Vector, const NEAREST: bool>(
+        &mut self,
+        a: V,
+        b: V,
+        at: usize,
+        k: &StepConstants,
+    ) {
         // SAFETY: the caller's guarantee.
         unsafe {
-            self.put::<V, false, true>(a, at, true, k);
-            self.put::<V, false, true>(b, at + V::LANES, true, k);
+            self.put::<V, false, NEAREST>(a, at, true, k);
+            self.put::<V, false, NEAREST>(b, at + V::LANES, true, k);
         }
+    }
+    /// Whether [`put_pair`](Self::put_pair) may round lanes
+    /// `at..at + lanes` stochastically as pairs: their indices in the
+    /// tensor share the high half that selects their random stream.
+    #[inline(always)]
+    fn pair_fits(&self, _at: usize, _lanes: usize) -> bool {
+        true
     }
 }
 
@@ -872,9 +938,33 @@ impl<P: Storage> Params for Plain<'_, P> {
         unsafe { put_rounded::<V, P, PARTIAL>(x, &mut self.p[at..], round, lane, k.step) }
     }
     #[inline(always)]
-    unsafe fn put_pair<V: F32Vector>(&mut self, a: V, b: V, at: usize, _: &StepConstants) {
+    unsafe fn put_pair<V: F32Vector, const NEAREST: bool>(
+        &mut self,
+        a: V,
+        b: V,
+        at: usize,
+        k: &StepConstants,
+    ) {
+        #[cfg(not(feature = "half"))]
+        let _ = k;
+        let dst = &mut self.p[at..];
         // SAFETY: see the note above.
-        unsafe { P::store_pair(a, b, &mut self.p[at..]) }
+        unsafe {
+            match self.round {
+                #[cfg(feature = "half")]
+                Round::Stochastic { seed } if !NEAREST && !P::F32 => {
+                    let lane = self.first_lane + at as u64;
+                    let key = stream_key(seed, k.step, lane >> 32);
+                    P::store_pair_stochastic(a, b, dst, key, lane as u32);
+                }
+                _ => P::store_pair(a, b, dst),
+            }
+        }
+    }
+    #[inline(always)]
+    fn pair_fits(&self, at: usize, lanes: usize) -> bool {
+        let lo = (self.first_lane + at as u64) as u32;
+        lo.checked_add(lanes as u32 - 1).is_some()
     }
 }
 
@@ -1065,11 +1155,18 @@ unsafe fn advance<V: F32Vector>(
 }
 
 /// Two vectors of lanes at `at` of a step after the first, every buffer
-/// loaded and stored as a pair ([`Storage::load_pair`]) and the
-/// parameters rounded to nearest.
+/// loaded and stored as a pair ([`Storage::load_pair`]; `NEAREST` as
+/// [`Params::put_pair`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn update_pair<V: F32Vector, X: Params, G: Storage, M: Storage, W: Storage>(
+unsafe fn update_pair<
+    V: F32Vector,
+    X: Params,
+    G: Storage,
+    M: Storage,
+    W: Storage,
+    const NEAREST: bool,
+>(
     out: &mut X,
     grad: &[G],
     m: &mut [M],
@@ -1087,7 +1184,7 @@ unsafe fn update_pair<V: F32Vector, X: Params, G: Storage, M: Storage, W: Storag
         let (v0, v1) = W::load_pair::<V>(&v[at..]);
         let (p0, m0, v0) = advance(p0, g0, m0, v0, plan, s);
         let (p1, m1, v1) = advance(p1, g1, m1, v1, plan, s);
-        out.put_pair(p0, p1, at, k);
+        out.put_pair::<V, NEAREST>(p0, p1, at, k);
         M::store_pair(m0, m1, &mut m[at..]);
         W::store_pair(v0, v1, &mut v[at..]);
     }
@@ -1180,10 +1277,10 @@ unsafe fn updates<
     // SAFETY: the caller guarantees the instruction sets.
     unsafe {
         // Every buffer bf16 (the parameters `Plain`: a master copy's are
-        // f32) and rounded to nearest: pairs of vectors, whose loads and
-        // stores the ISA may do in fewer instructions in its own lane
-        // order (AVX2: no shuffles). Implies `ahead`.
-        let pairs = NEAREST && I::V::BF16_PAIRS && X::P::BF16 && G::BF16 && M::BF16 && W::BF16;
+        // f32): pairs of vectors, whose loads and stores the ISA may do in
+        // fewer instructions in its own lane order (AVX2: no shuffles).
+        // Implies `ahead`.
+        let pairs = I::V::BF16_PAIRS && X::P::BF16 && G::BF16 && M::BF16 && W::BF16;
         if ahead {
             // Blocks of `PREFETCH_BLOCK` lanes, each line of the block
             // ahead fetched once (a prefetch per vector and buffer cost
@@ -1194,9 +1291,11 @@ unsafe fn updates<
                 fetch::<I::V, G>(g.as_ptr().wrapping_add(to));
                 fetch::<I::V, M>(m.as_ptr().wrapping_add(to));
                 fetch::<I::V, W>(v.as_ptr().wrapping_add(to));
-                if pairs {
+                // Stochastic rounding: blocks whose lanes cross a change of
+                // random stream (once in 2^32 lanes) go vector by vector.
+                if pairs && (NEAREST || out.pair_fits(at, PREFETCH_BLOCK)) {
                     for i in (0..PREFETCH_BLOCK).step_by(2 * n) {
-                        update_pair::<I::V, X, G, M, W>(out, g, m, v, at + i, k, plan, s);
+                        update_pair::<I::V, X, G, M, W, NEAREST>(out, g, m, v, at + i, k, plan, s);
                     }
                 } else {
                     for i in (0..PREFETCH_BLOCK).step_by(n) {

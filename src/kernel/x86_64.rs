@@ -154,12 +154,7 @@ unsafe impl F32Vector for Avx2 {
                 _mm256_set1_epi32(lane_lo as i32),
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
-            let random = lane_bits_avx2(lanes, key);
-            let bits = _mm256_castps_si256(self.0);
-            let up = _mm256_srli_epi32::<16>(_mm256_add_epi32(bits, random));
-            let exponent = _mm256_set1_epi32(0x7f80_0000);
-            let special = _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent);
-            let rounded = _mm256_blendv_epi8(up, bf16_nearest_avx2(self.0), special);
+            let rounded = bf16_stochastic_avx2(self.0, lane_bits_avx2(lanes, key));
             store_u16x8(rounded, dst.as_mut_ptr().cast())
         }
     }
@@ -216,6 +211,31 @@ unsafe impl F32Vector for Avx2 {
     }
     #[cfg(feature = "half")]
     #[inline(always)]
+    unsafe fn store_bf16_pair_stochastic(
+        a: Self,
+        b: Self,
+        dst: &mut [bf16],
+        key: u32,
+        lane_lo: u32,
+    ) {
+        assert!(dst.len() >= 16);
+        // SAFETY: 16 writable lanes of 2 bytes checked above.
+        unsafe {
+            // Lane `j` of the first vector is lane `2j` of the pair, of the
+            // second `2j + 1`.
+            let even_lanes = _mm256_add_epi32(
+                _mm256_set1_epi32(lane_lo as i32),
+                _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
+            );
+            let odd_lanes = _mm256_add_epi32(even_lanes, _mm256_set1_epi32(1));
+            let even = bf16_stochastic_avx2(a.0, lane_bits_avx2(even_lanes, key));
+            let odd = bf16_stochastic_avx2(b.0, lane_bits_avx2(odd_lanes, key));
+            let joined = _mm256_or_si256(even, _mm256_slli_epi32::<16>(odd));
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), joined)
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
     unsafe fn load_f16(src: &[f16]) -> Self {
         assert!(src.len() >= 8);
         // SAFETY: 8 readable lanes of 2 bytes checked above; F16C by the
@@ -250,6 +270,22 @@ unsafe fn bf16_nearest_avx2(x: __m256) -> __m256i {
         let nan = _mm256_or_si256(high, _mm256_set1_epi32(0x0040));
         let is_nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
         _mm256_blendv_epi8(rounded, nan, is_nan)
+    }
+}
+
+/// bf16 bits (in the low half of each 32-bit lane) of `x` rounded
+/// stochastically with the 16 random bits of each lane of `random`:
+/// [`bf16_stochastic`](super::generic::bf16_stochastic) on 8 lanes.
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn bf16_stochastic_avx2(x: __m256, random: __m256i) -> __m256i {
+    // SAFETY: AVX2 by the caller's contract.
+    unsafe {
+        let bits = _mm256_castps_si256(x);
+        let up = _mm256_srli_epi32::<16>(_mm256_add_epi32(bits, random));
+        let exponent = _mm256_set1_epi32(0x7f80_0000);
+        let special = _mm256_cmpeq_epi32(_mm256_and_si256(bits, exponent), exponent);
+        _mm256_blendv_epi8(up, bf16_nearest_avx2(x), special)
     }
 }
 
@@ -592,18 +628,7 @@ unsafe impl F32Vector for Avx512 {
                 _mm512_set1_epi32(lane_lo as i32),
                 _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
             );
-            let mut x = _mm512_xor_si512(lanes, _mm512_set1_epi32(key as i32));
-            x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
-            x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb_352d));
-            x = _mm512_xor_si512(x, _mm512_srli_epi32::<15>(x));
-            x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x846c_a68b_u32 as i32));
-            x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
-            let random = _mm512_srli_epi32::<16>(x);
-            let bits = _mm512_castps_si512(self.0);
-            let up = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, random));
-            let exponent = _mm512_set1_epi32(0x7f80_0000);
-            let special = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
-            let rounded = _mm512_mask_blend_epi32(special, up, bf16_nearest_avx512(self.0));
+            let rounded = bf16_stochastic_avx512(self.0, lane_bits_avx512(lanes, key));
             _mm256_storeu_si256(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(rounded))
         }
     }
@@ -651,6 +676,30 @@ unsafe impl F32Vector for Avx512 {
     }
     #[cfg(feature = "half")]
     #[inline(always)]
+    unsafe fn store_bf16_pair_stochastic(
+        a: Self,
+        b: Self,
+        dst: &mut [bf16],
+        key: u32,
+        lane_lo: u32,
+    ) {
+        assert!(dst.len() >= 32);
+        // SAFETY: 32 writable lanes of 2 bytes checked above.
+        unsafe {
+            // As `Avx2`'s: lane `j` of the first vector is lane `2j`.
+            let even_lanes = _mm512_add_epi32(
+                _mm512_set1_epi32(lane_lo as i32),
+                _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+            );
+            let odd_lanes = _mm512_add_epi32(even_lanes, _mm512_set1_epi32(1));
+            let even = bf16_stochastic_avx512(a.0, lane_bits_avx512(even_lanes, key));
+            let odd = bf16_stochastic_avx512(b.0, lane_bits_avx512(odd_lanes, key));
+            let joined = _mm512_or_si512(even, _mm512_slli_epi32::<16>(odd));
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), joined)
+        }
+    }
+    #[cfg(feature = "half")]
+    #[inline(always)]
     unsafe fn load_f16(src: &[f16]) -> Self {
         assert!(src.len() >= 16);
         // SAFETY: 16 readable lanes of 2 bytes checked above.
@@ -683,6 +732,37 @@ unsafe fn bf16_nearest_avx512(x: __m512) -> __m512i {
         let nan = _mm512_or_si512(high, _mm512_set1_epi32(0x0040));
         let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
         _mm512_mask_blend_epi32(is_nan, rounded, nan)
+    }
+}
+
+/// [`bf16_stochastic`](super::generic::bf16_stochastic) on 16 lanes (see
+/// `bf16_stochastic_avx2`).
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn bf16_stochastic_avx512(x: __m512, random: __m512i) -> __m512i {
+    // SAFETY: AVX-512F by the caller's contract.
+    unsafe {
+        let bits = _mm512_castps_si512(x);
+        let up = _mm512_srli_epi32::<16>(_mm512_add_epi32(bits, random));
+        let exponent = _mm512_set1_epi32(0x7f80_0000);
+        let special = _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exponent), exponent);
+        _mm512_mask_blend_epi32(special, up, bf16_nearest_avx512(x))
+    }
+}
+
+/// [`lane_bits`](super::generic::lane_bits) of 16 lane indices.
+#[cfg(feature = "half")]
+#[inline(always)]
+unsafe fn lane_bits_avx512(lanes: __m512i, key: u32) -> __m512i {
+    // SAFETY: AVX-512F by the caller's contract.
+    unsafe {
+        let mut x = _mm512_xor_si512(lanes, _mm512_set1_epi32(key as i32));
+        x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
+        x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7feb_352d));
+        x = _mm512_xor_si512(x, _mm512_srli_epi32::<15>(x));
+        x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x846c_a68b_u32 as i32));
+        x = _mm512_xor_si512(x, _mm512_srli_epi32::<16>(x));
+        _mm512_srli_epi32::<16>(x)
     }
 }
 
