@@ -228,9 +228,24 @@ unsafe impl F32Vector for Avx2 {
                 _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14),
             );
             let odd_lanes = _mm256_add_epi32(even_lanes, _mm256_set1_epi32(1));
-            let even = bf16_stochastic_avx2(a.0, lane_bits_avx2(even_lanes, key));
-            let odd = bf16_stochastic_avx2(b.0, lane_bits_avx2(odd_lanes, key));
-            let joined = _mm256_or_si256(even, _mm256_slli_epi32::<16>(odd));
+            let even_random = lane_bits_avx2(even_lanes, key);
+            let odd_random = lane_bits_avx2(odd_lanes, key);
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(a.0, b.0);
+            let joined = if _mm256_movemask_ps(nan) == 0 {
+                // No NaN: the random bits added and the low halves dropped,
+                // with no select (an infinity's zero mantissa takes the
+                // random bits and truncates back to the infinity).
+                let even = _mm256_add_epi32(_mm256_castps_si256(a.0), even_random);
+                let odd = _mm256_add_epi32(_mm256_castps_si256(b.0), odd_random);
+                _mm256_or_si256(
+                    _mm256_srli_epi32::<16>(even),
+                    _mm256_and_si256(odd, _mm256_set1_epi32(0xffff_0000_u32 as i32)),
+                )
+            } else {
+                let even = bf16_stochastic_avx2(a.0, even_random);
+                let odd = bf16_stochastic_avx2(b.0, odd_random);
+                _mm256_or_si256(even, _mm256_slli_epi32::<16>(odd))
+            };
             _mm256_storeu_si256(dst.as_mut_ptr().cast(), joined)
         }
     }
@@ -692,9 +707,21 @@ unsafe impl F32Vector for Avx512 {
                 _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
             );
             let odd_lanes = _mm512_add_epi32(even_lanes, _mm512_set1_epi32(1));
-            let even = bf16_stochastic_avx512(a.0, lane_bits_avx512(even_lanes, key));
-            let odd = bf16_stochastic_avx512(b.0, lane_bits_avx512(odd_lanes, key));
-            let joined = _mm512_or_si512(even, _mm512_slli_epi32::<16>(odd));
+            let even_random = lane_bits_avx512(even_lanes, key);
+            let odd_random = lane_bits_avx512(odd_lanes, key);
+            let joined = if _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a.0, b.0) == 0 {
+                // No NaN: as `Avx2`'s, no select.
+                let even = _mm512_add_epi32(_mm512_castps_si512(a.0), even_random);
+                let odd = _mm512_add_epi32(_mm512_castps_si512(b.0), odd_random);
+                _mm512_or_si512(
+                    _mm512_srli_epi32::<16>(even),
+                    _mm512_and_si512(odd, _mm512_set1_epi32(0xffff_0000_u32 as i32)),
+                )
+            } else {
+                let even = bf16_stochastic_avx512(a.0, even_random);
+                let odd = bf16_stochastic_avx512(b.0, odd_random);
+                _mm512_or_si512(even, _mm512_slli_epi32::<16>(odd))
+            };
             _mm512_storeu_si512(dst.as_mut_ptr().cast(), joined)
         }
     }
